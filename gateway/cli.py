@@ -1,0 +1,86 @@
+"""``hybrid-gateway``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.settings import Settings, unknown_environment_variables
+    from local_model import ModelNotFoundError
+    from local_model.model_path import resolve_model_path
+
+    overrides: dict[str, Any] = {}
+    server = {
+        k: v
+        for k, v in {"host": args.host, "port": args.port, "log_level": args.log_level}.items()
+        if v is not None
+    }
+    if server:
+        overrides["server"] = server
+    if args.model_path is not None:
+        overrides["local"] = {"model_path": args.model_path}
+    unknown = unknown_environment_variables(os.environ)
+    if unknown:
+        sys.stderr.write(f"unknown settings in the environment: {', '.join(unknown)}\n")
+        return 2
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        sys.stderr.write(f"invalid settings:\n{exc}\n")
+        return 2
+    try:
+        resolve_model_path(settings.local.model_path)
+    except ModelNotFoundError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybrid-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway (settings also come from GATEWAY_*)")
+    serve.add_argument("--host", help="interface to bind (GATEWAY_SERVER__HOST)")
+    serve.add_argument("--port", type=int, help="port to bind (GATEWAY_SERVER__PORT)")
+    serve.add_argument("--model-path", type=Path, help="GGUF to serve (GATEWAY_LOCAL__MODEL_PATH)")
+    serve.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="GATEWAY_SERVER__LOG_LEVEL",
+    )
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = args.handler
+    code: int = handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

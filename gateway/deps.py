@@ -1,0 +1,35 @@
+"""Typed dependencies: resources created in the lifespan, handed to handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway.settings import Settings
+from local_model.engine import Engine
+from router import ModelCatalog
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the lifespan opens; one per running app."""
+
+    settings: Settings
+    engine: Engine
+    catalog: ModelCatalog
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.state.services
+    return services
+
+
+def get_request_id(request: Request) -> str:
+    request_id: str = request.state.request_id
+    return request_id
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]

@@ -1,0 +1,165 @@
+"""The gateway's one exception tree, and its translation into OpenAI error bodies.
+
+Tree::
+
+    GatewayError                         500 server_error
+    ├── InvalidRequestError              400 invalid_request_error (param names the field)
+    │   └── ContextLengthExceededError   400 code=context_length_exceeded
+    ├── ModelNotFoundError               404 code=model_not_found
+    └── ServiceUnavailableError          503 server_error, with Retry-After
+        └── QueueFullError               503 code=queue_full
+
+Library errors are mapped onto this tree in one place
+(:func:`translate_engine_errors`); one handler renders any ``GatewayError`` as
+``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import local_model
+
+logger = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    status_code = 500
+    error_type = "server_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    default_code = "context_length_exceeded"
+
+
+class ModelNotFoundError(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "model_not_found"
+
+
+class ServiceUnavailableError(GatewayError):
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after_seconds: float, code: str | None = None):
+        seconds = max(1, math.ceil(retry_after_seconds))
+        super().__init__(message, code=code, headers={"Retry-After": str(seconds)})
+
+
+class QueueFullError(ServiceUnavailableError):
+    default_code = "queue_full"
+
+
+@contextmanager
+def translate_engine_errors() -> Iterator[None]:
+    """Map local-engine exceptions onto the gateway tree."""
+    try:
+        yield
+    except local_model.QueueFullError as exc:
+        raise QueueFullError(str(exc), retry_after_seconds=exc.retry_after_seconds) from exc
+    except local_model.EngineClosedError as exc:
+        raise ServiceUnavailableError(
+            str(exc), retry_after_seconds=5, code="shutting_down"
+        ) from exc
+    except local_model.PromptTooLongError as exc:
+        raise ContextLengthExceededError(str(exc), param="messages") from exc
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+
+
+def _param_from_location(location: Sequence[int | str]) -> str | None:
+    parts = [str(p) for p in location if p != "body"]
+    if not parts:
+        return None
+    name = parts[0]
+    for part in parts[1:]:
+        name += f"[{part}]" if part.isdigit() else f".{part}"
+    return name
+
+
+def _validation_message(error: dict[str, Any], param: str | None) -> str:
+    kind = error.get("type")
+    if kind == "json_invalid":
+        return "the request body is not valid JSON"
+    if kind == "missing":
+        return f"missing required parameter: '{param}'"
+    if kind == "extra_forbidden":
+        return f"unrecognized request argument: '{param}'"
+    message = str(error.get("msg", "invalid value"))
+    return f"invalid value for '{param}': {message}" if param else message
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GatewayError)
+        if exc.status_code >= 500:
+            logger.warning("request failed: %s (%s)", exc.message, exc.code)
+        return error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        first: dict[str, Any] = errors[0] if errors else {}
+        param = _param_from_location(first.get("loc", ()))
+        if first.get("type") == "json_invalid":
+            param = None
+        error = InvalidRequestError(_validation_message(first, param), param=param)
+        return error_response(error)
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        body = {
+            "error": {"message": str(exc.detail), "type": error_type, "param": None, "code": None}
+        }
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error", exc_info=exc)
+        return error_response(GatewayError("internal error"))
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,342 @@
+"""The engine interface the gateway talks to, and its llama-cpp-python implementation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from local_model.chat_template import ChatTemplate
+from local_model.errors import EngineClosedError, QueueFullError
+from local_model.generation import Generation
+from local_model.logprobs import log_normalizer, top_logprobs
+from local_model.text import StopMatcher, Utf8Assembler
+from local_model.types import (
+    ChatMessage,
+    EngineStatus,
+    FinishReason,
+    GenerationDone,
+    GenerationRequest,
+    GenerationStats,
+    ModelInfo,
+    TokenEvent,
+    TokenLogprob,
+    TopLogprob,
+)
+
+logger = logging.getLogger(__name__)
+
+# Weight of the newest sample in the running averages used for load estimates.
+_EWMA_WEIGHT = 0.3
+
+
+class Tokenizer(Protocol):
+    def tokenize_chat(self, messages: Sequence[ChatMessage]) -> list[int]: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+
+class Engine(Protocol):
+    """One local model: tokenizes, and runs generations one at a time."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+    def submit(self, request: GenerationRequest) -> Generation:
+        """Queue a generation; raises QueueFullError or EngineClosedError at once."""
+        ...
+
+    def status(self) -> EngineStatus: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model_path: Path
+    n_ctx: int = 4096
+    n_threads: int = 2
+    n_threads_batch: int = 2
+    n_batch: int = 512
+    max_waiting: int = 16
+    #: reuse the KV cache of the previous prompt's common prefix (seeded requests never do)
+    prefix_cache: bool = True
+
+
+class _LlamaTokenizer:
+    def __init__(self, llama: Any, template: ChatTemplate) -> None:
+        self._llama = llama
+        self._template = template
+
+    def tokenize_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        prompt = self._template.render(messages)
+        # The template writes any BOS it wants itself; special tokens such as
+        # <|im_start|> must be parsed as tokens, not as text.
+        tokens: list[int] = self._llama.tokenize(
+            prompt.encode("utf-8"), add_bos=False, special=True
+        )
+        return tokens
+
+    def tokenize(self, text: str) -> list[int]:
+        # Raw completions: user text never gets to spell special tokens.
+        tokens: list[int] = self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        return tokens
+
+
+class LlamaEngine:
+    """Owns one ``llama_cpp.Llama`` and a single worker thread.
+
+    Generations run one at a time on that thread, in submission order; at most
+    ``max_waiting`` more may wait. Per-token log-probabilities are read from the
+    last row of logits that llama.cpp keeps even with ``logits_all=False``.
+    """
+
+    def __init__(self, config: EngineConfig) -> None:
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        self._config = config
+        # llama_cpp's annotations are partial; treat the handle as untyped.
+        self._llama: Any = llama_cpp.Llama(
+            model_path=str(config.model_path),
+            n_ctx=config.n_ctx,
+            n_threads=config.n_threads,
+            n_threads_batch=config.n_threads_batch,
+            n_batch=config.n_batch,
+            logits_all=False,
+            verbose=False,
+        )
+        llama = self._llama
+        metadata: dict[str, str] = dict(llama.metadata)
+        bos_id, eos_id = llama.token_bos(), llama.token_eos()
+        template = ChatTemplate(
+            metadata.get("tokenizer.chat_template"),
+            bos_token=llama._model.token_get_text(bos_id) if bos_id >= 0 else "",
+            eos_token=llama._model.token_get_text(eos_id) if eos_id >= 0 else "",
+        )
+        self._tokenizer = _LlamaTokenizer(llama, template)
+        self._info = ModelInfo(
+            name=metadata.get("general.name", config.model_path.stem),
+            path=str(config.model_path),
+            n_ctx=llama.n_ctx(),
+            n_vocab=llama.n_vocab(),
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-model")
+        self._running = 0
+        self._waiting = 0
+        self._closed = False
+        self._tokens_per_second = 0.0
+        self._seconds_per_request = 0.0
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(
+            loaded=not self._closed,
+            running=self._running,
+            waiting=self._waiting,
+            max_waiting=self._config.max_waiting,
+            tokens_per_second=self._tokens_per_second,
+        )
+
+    def submit(self, request: GenerationRequest) -> Generation:
+        if self._closed:
+            raise EngineClosedError("the local model is shutting down")
+        busy = self._running + self._waiting
+        if busy > self._config.max_waiting:
+            retry_after = max(1.0, busy * self._seconds_per_request)
+            raise QueueFullError(
+                f"the local model queue is full ({self._waiting} waiting)",
+                retry_after_seconds=retry_after,
+            )
+        loop = asyncio.get_running_loop()
+        generation = Generation(loop)
+        self._waiting += 1
+        submitted = time.perf_counter()
+        future = self._executor.submit(self._run, request, generation, submitted, loop)
+        future.add_done_callback(self._log_crash)
+        return generation
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=False)
+        self._llama.close()
+
+    # --- worker thread -------------------------------------------------
+
+    def _run(
+        self,
+        request: GenerationRequest,
+        generation: Generation,
+        submitted: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        loop.call_soon_threadsafe(self._started)
+        try:
+            done = self._generate(request, generation, submitted)
+        except BaseException as exc:  # delivered to the consumer, then re-raised
+            generation.fail(exc)
+            raise
+        finally:
+            loop.call_soon_threadsafe(self._finished)
+        generation.publish(done)
+        loop.call_soon_threadsafe(self._record, done.stats)
+
+    def _generate(
+        self, request: GenerationRequest, generation: Generation, submitted: float
+    ) -> GenerationDone:
+        started = time.perf_counter()
+        queue_seconds = started - submitted
+        if generation.cancelled:
+            return GenerationDone("cancelled", "", self._stats(request, 0, queue_seconds, 0, 0))
+
+        llama, llama_cpp = self._llama, self._llama_cpp
+        sampling = request.sampling
+        if sampling.seed is None:
+            llama.set_seed(random.getrandbits(31))
+        else:
+            llama.set_seed(sampling.seed & 0xFFFFFFFF)
+        if sampling.seed is not None or not self._config.prefix_cache:
+            # Reusing the KV prefix of the previous prompt re-decodes its last
+            # token alone, which rounds differently from the batched first
+            # evaluation; a seed promises identical output, so start afresh.
+            llama.reset()
+        vocab = llama._model.vocab
+        n_vocab = self._info.n_vocab
+        utf8 = Utf8Assembler()
+        stops = StopMatcher(request.stop)
+        completion_tokens = 0
+        first_token_at: float | None = None
+        finish: FinishReason = "length"
+        stops_matched = False
+
+        tokens = llama.generate(
+            request.prompt_tokens,
+            temp=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            repeat_penalty=sampling.repeat_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            presence_penalty=sampling.presence_penalty,
+        )
+        try:
+            for token_id in tokens:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                if generation.cancelled:
+                    finish = "cancelled"
+                    break
+                if llama_cpp.llama_vocab_is_eog(vocab, token_id):
+                    finish = "stop"
+                    break
+                # The logits that produced this token are still the last row
+                # of the context's output buffer: no logits_all needed.
+                row = np.ctypeslib.as_array(
+                    llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(n_vocab,)
+                )
+                normalizer = log_normalizer(row)
+                piece: bytes = llama.detokenize([token_id])
+                text = utf8.feed(piece)
+                released, stopped = stops.feed(text)
+                top: tuple[TopLogprob, ...] = ()
+                if request.top_logprobs:
+                    top = tuple(
+                        TopLogprob(i, self._piece_text(i), lp)
+                        for i, lp in top_logprobs(row, request.top_logprobs, normalizer)
+                    )
+                completion_tokens += 1
+                logprob = float(row[token_id]) - normalizer
+                generation.publish(
+                    TokenEvent(
+                        released,
+                        TokenLogprob(token_id, text, piece, logprob, top),
+                    )
+                )
+                if stopped:
+                    finish = "stop"
+                    stops_matched = True
+                    break
+                if completion_tokens >= request.max_tokens:
+                    break
+        finally:
+            tokens.close()
+
+        ended = time.perf_counter()
+        tail = ""
+        if not stops_matched:
+            released, _ = stops.feed(utf8.flush())
+            tail = released + stops.flush()
+        first = first_token_at if first_token_at is not None else ended
+        return GenerationDone(
+            finish,
+            tail,
+            self._stats(request, completion_tokens, queue_seconds, first - started, ended - first),
+        )
+
+    def _piece_text(self, token_id: int) -> str:
+        return bytes(self._llama.detokenize([token_id])).decode("utf-8", errors="replace")
+
+    @staticmethod
+    def _stats(
+        request: GenerationRequest,
+        completion_tokens: int,
+        queue_seconds: float,
+        prefill_seconds: float,
+        decode_seconds: float,
+    ) -> GenerationStats:
+        return GenerationStats(
+            prompt_tokens=len(request.prompt_tokens),
+            completion_tokens=completion_tokens,
+            queue_seconds=queue_seconds,
+            prefill_seconds=prefill_seconds,
+            decode_seconds=decode_seconds,
+        )
+
+    # --- bookkeeping on the event loop ------------------------------------
+
+    def _started(self) -> None:
+        self._waiting -= 1
+        self._running += 1
+
+    def _finished(self) -> None:
+        self._running -= 1
+
+    def _record(self, stats: GenerationStats) -> None:
+        speed = stats.decode_tokens_per_second
+        if speed > 0:
+            self._tokens_per_second = _ewma(self._tokens_per_second, speed)
+        seconds = stats.prefill_seconds + stats.decode_seconds
+        if seconds > 0:
+            self._seconds_per_request = _ewma(self._seconds_per_request, seconds)
+
+    @staticmethod
+    def _log_crash(future: Future[None]) -> None:
+        exc = future.exception()
+        if exc is not None:
+            logger.error("local generation failed", exc_info=exc)
+
+
+def _ewma(previous: float, sample: float) -> float:
+    if previous <= 0:
+        return sample
+    return (1 - _EWMA_WEIGHT) * previous + _EWMA_WEIGHT * sample

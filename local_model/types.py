@@ -1,0 +1,132 @@
+"""Values the engine takes and gives: frozen dataclasses, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampler settings; ``temperature == 0`` means greedy decoding."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_tokens: tuple[int, ...]
+    max_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    #: alternatives to report per generated token (OpenAI ``top_logprobs``); 0 = none
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token_id: int
+    text: str
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token and the log-probability the model gave it.
+
+    ``logprob`` is log-softmax of the raw logits (before temperature and
+    truncation samplers), the same quantity OpenAI reports.
+    """
+
+    token_id: int
+    text: str
+    piece: bytes
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """A generated token, plus the text released to the client with it.
+
+    ``text`` may be empty (an incomplete UTF-8 sequence, or text held back
+    because it could be the start of a stop string) or hold text of earlier
+    tokens released late.
+    """
+
+    text: str
+    token: TokenLogprob
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    completion_tokens: int
+    #: seconds between submission and the start of work on this request
+    queue_seconds: float
+    #: seconds from the start of work to the first sampled token (prompt processing)
+    prefill_seconds: float
+    #: seconds from the first sampled token to the end of generation
+    decode_seconds: float
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        decoded = self.completion_tokens - 1
+        if decoded <= 0 or self.decode_seconds <= 0:
+            return 0.0
+        return decoded / self.decode_seconds
+
+
+@dataclass(frozen=True)
+class GenerationDone:
+    """Last event of every generation."""
+
+    finish_reason: FinishReason
+    #: text still held back when generation ended (released at the end)
+    text: str
+    stats: GenerationStats
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    tokens: tuple[TokenLogprob, ...]
+    finish_reason: FinishReason
+    stats: GenerationStats
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: str
+    n_ctx: int
+    n_vocab: int
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    loaded: bool
+    running: int
+    waiting: int
+    max_waiting: int
+    #: recent decode speed (exponentially weighted), 0 until measured
+    tokens_per_second: float
+
+    @property
+    def saturated(self) -> bool:
+        return self.waiting >= self.max_waiting

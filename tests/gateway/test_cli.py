@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+SCRIPT = Path(sys.executable).with_name("hybrid-gateway")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.model
+def test_serve_starts_the_gateway_on_the_embedded_model() -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(SCRIPT), "serve", "--port", str(port), "--log-level", "warning"],
+        env=_env(GATEWAY_LOCAL__N_CTX="512"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.communicate()[1].decode()
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert ready.status_code == 200
+        assert ready.json()["local"]["n_ctx"] == 512
+        assert "Smollm2" in ready.json()["local"]["model"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says so.
+    assert process.returncode in (0, -signal.SIGTERM), stderr.decode()
+    assert b"Traceback" not in stderr
+
+
+def test_serve_refuses_bad_settings_before_loading_anything() -> None:
+    bad = subprocess.run(
+        [str(SCRIPT), "serve"],
+        env=_env(GATEWAY_LOCAL__N_CTX="tiny"),
+        capture_output=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert b"local.n_ctx" in bad.stderr
+    typo = subprocess.run(
+        [str(SCRIPT), "serve"], env=_env(GATEWAY_PORT="1"), capture_output=True, timeout=60
+    )
+    assert typo.returncode == 2
+    assert b"GATEWAY_PORT" in typo.stderr
+
+
+def test_missing_model_file_fails_clearly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            str(SCRIPT),
+            "serve",
+            "--port",
+            str(_free_port()),
+            "--model-path",
+            str(tmp_path / "absent.gguf"),
+        ],
+        env=_env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert b"absent.gguf" in result.stderr
+    assert b"Traceback" not in result.stderr
