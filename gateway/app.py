@@ -40,6 +40,7 @@ def load_llama_engine(settings: Settings) -> Engine:
             n_batch=local.n_batch,
             max_waiting=local.max_waiting,
             prefix_cache=local.prefix_cache,
+            stream_interval=local.stream_interval_ms / 1000,
         )
     )
 

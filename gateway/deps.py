@@ -21,12 +21,13 @@ class Services:
     catalog: ModelCatalog
 
 
-def get_services(request: Request) -> Services:
+# async on purpose: FastAPI runs plain ``def`` dependencies in a worker thread.
+async def get_services(request: Request) -> Services:
     services: Services = request.state.services
     return services
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
 

@@ -89,19 +89,29 @@ class QueueFullError(ServiceUnavailableError):
     default_code = "queue_full"
 
 
+def from_engine_error(exc: Exception) -> GatewayError:
+    """The gateway error for an exception raised by the local engine."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, local_model.QueueFullError):
+        return QueueFullError(str(exc), retry_after_seconds=exc.retry_after_seconds)
+    if isinstance(exc, local_model.EngineClosedError):
+        return ServiceUnavailableError(str(exc), retry_after_seconds=5, code="shutting_down")
+    if isinstance(exc, local_model.PromptTooLongError):
+        return ContextLengthExceededError(str(exc), param="messages")
+    if isinstance(exc, local_model.GenerationFailedError):
+        # The cause stays in the server log; the client gets no internals.
+        return GatewayError("the local model failed to generate", code="local_model_error")
+    return GatewayError("internal error")
+
+
 @contextmanager
 def translate_engine_errors() -> Iterator[None]:
     """Map local-engine exceptions onto the gateway tree."""
     try:
         yield
-    except local_model.QueueFullError as exc:
-        raise QueueFullError(str(exc), retry_after_seconds=exc.retry_after_seconds) from exc
-    except local_model.EngineClosedError as exc:
-        raise ServiceUnavailableError(
-            str(exc), retry_after_seconds=5, code="shutting_down"
-        ) from exc
-    except local_model.PromptTooLongError as exc:
-        raise ContextLengthExceededError(str(exc), param="messages") from exc
+    except local_model.LocalModelError as exc:
+        raise from_engine_error(exc) from exc
 
 
 def error_response(error: GatewayError) -> JSONResponse:

@@ -9,20 +9,20 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from gateway import sse
 from gateway.disconnect import ClientDisconnected, cancel_on_disconnect
 from gateway.errors import (
     ContextLengthExceededError,
-    GatewayError,
     InvalidRequestError,
+    from_engine_error,
     translate_engine_errors,
 )
 from gateway.openai_format import ChunkWriter, Kind, ResponseMeta, completion_body
 from gateway.schemas import SamplingFields
 from gateway.settings import Settings
 from local_model import (
-    GenerationDone,
     GenerationRequest,
     SamplingParams,
     TokenEvent,
@@ -150,25 +150,48 @@ async def stream(generation: Generation, job: LocalJob) -> AsyncIterator[bytes]:
     if start is not None:
         yield sse.event(start)
     try:
-        async for event in generation.events():
-            if isinstance(event, TokenEvent):
-                chunk = writer.delta(event.text, (event.token,))
-                if chunk is not None:
-                    yield sse.event(chunk)
-            elif isinstance(event, GenerationDone):
-                tail = writer.delta(event.text, ())
-                if tail is not None:
-                    yield sse.event(tail)
-                yield sse.event(writer.finish(event.finish_reason))
-                if job.include_usage:
-                    yield sse.event(writer.usage(event.stats))
-        yield sse.DONE
+        # One write per delivered batch: each send wakes the client.
+        async for batch in generation.batches():
+            out: list[bytes] = []
+            for event in batch:
+                if isinstance(event, TokenEvent):
+                    data = writer.delta_event(event.text, (event.token,))
+                    if data is not None:
+                        out.append(data)
+                else:
+                    tail = writer.delta_event(event.text, ())
+                    if tail is not None:
+                        out.append(tail)
+                    out.append(sse.event(writer.finish(event.finish_reason)))
+                    if job.include_usage:
+                        out.append(sse.event(writer.usage(event.stats)))
+                    out.append(sse.DONE)
+            if out:
+                yield b"".join(out)
     except Exception as exc:  # the status line is long gone: report in-band
-        logger.error("local stream failed after the first byte", exc_info=exc)
-        error = exc if isinstance(exc, GatewayError) else GatewayError("local generation failed")
+        error = from_engine_error(exc)
+        logger.warning("local stream failed after the first byte: %s", error.message)
         yield sse.event(error.body())
     finally:
         generation.cancel()
+
+
+class GenerationStreamResponse(StreamingResponse):
+    """Cancels the generation however the response ends.
+
+    The body generator's own ``finally`` only runs if iteration started; a
+    client that leaves before the first byte must stop the model too.
+    """
+
+    def __init__(self, generation: Generation, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._generation = generation
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._generation.cancel()
 
 
 def route_headers(decision: Decision) -> dict[str, str]:
@@ -184,7 +207,8 @@ async def respond(request: Request, engine: Engine, job: LocalJob, decision: Dec
     generation = submit(engine, job)
     headers = route_headers(decision)
     if job.stream:
-        return StreamingResponse(
+        return GenerationStreamResponse(
+            generation,
             stream(generation, job),
             media_type=sse.MEDIA_TYPE,
             headers={**sse.HEADERS, **headers},

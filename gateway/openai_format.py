@@ -5,12 +5,14 @@ Bodies are plain dicts: they are serialised once per token on the hot path.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.sse import event as sse_event
 from local_model import GenerationResult, GenerationStats, TokenLogprob
 
 Kind = Literal["chat", "text"]
@@ -120,6 +122,34 @@ class ChunkWriter:
         self.meta = meta
         self.include_usage = include_usage
         self._text_offset = 0
+        # Text-only deltas are most of a stream: serialise their fixed parts once.
+        marker = "\u0000MARK\u0000"
+        template = json.dumps(self._text_choice(marker), separators=(",", ":"))
+        head, tail = template.split(json.dumps(marker))
+        self._text_head = b"data: " + head.encode()
+        self._text_tail = tail.encode() + b"\n\n"
+
+    def _text_choice(self, text: str) -> dict[str, Any]:
+        if self.meta.kind == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "delta": {"content": text},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
+        return self._chunk(choice)
+
+    def delta_event(self, text: str, tokens: Sequence[TokenLogprob]) -> bytes | None:
+        """The SSE event for :meth:`delta`, with a fast path for plain text."""
+        if self.meta.logprobs and tokens:
+            chunk = self.delta(text, tokens)
+            return None if chunk is None else sse_event(chunk)
+        self._text_offset += sum(len(t.text) for t in tokens)
+        if not text:
+            return None
+        return self._text_head + json.dumps(text).encode() + self._text_tail
 
     def _chunk(self, choice: dict[str, Any] | None) -> dict[str, Any]:
         meta = self.meta

@@ -70,6 +70,14 @@ class LocalModelSettings(BaseModel):
         description="Reuse the KV cache for a prompt prefix shared with the previous request "
         "(multi-turn chats); requests with a seed always start afresh so they reproduce.",
     )
+    stream_interval_ms: float = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="Streaming: after the first token, write to the client at most this often; "
+        "tokens sampled in between go out together, one SSE event each (0 = write every token "
+        "at once). Each write wakes the server and the client.",
+    )
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
 
 

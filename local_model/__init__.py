@@ -6,6 +6,7 @@ through :class:`local_model.engine.Engine`.
 
 from local_model.errors import (
     EngineClosedError,
+    GenerationFailedError,
     LocalModelError,
     ModelNotFoundError,
     PromptTooLongError,
@@ -26,6 +27,7 @@ from local_model.types import (
 __all__ = [
     "ChatMessage",
     "EngineClosedError",
+    "GenerationFailedError",
     "FinishReason",
     "GenerationDone",
     "GenerationRequest",

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from local_model.chat_template import ChatTemplate
-from local_model.errors import EngineClosedError, QueueFullError
+from local_model.errors import EngineClosedError, GenerationFailedError, QueueFullError
 from local_model.generation import Generation
 from local_model.logprobs import log_normalizer, top_logprobs
 from local_model.text import StopMatcher, Utf8Assembler
@@ -72,6 +72,8 @@ class EngineConfig:
     max_waiting: int = 16
     #: reuse the KV cache of the previous prompt's common prefix (seeded requests never do)
     prefix_cache: bool = True
+    #: seconds between deliveries of streamed tokens to the event loop (0 = every token)
+    stream_interval: float = 0.0
 
 
 class _LlamaTokenizer:
@@ -132,6 +134,10 @@ class LlamaEngine:
             n_ctx=llama.n_ctx(),
             n_vocab=llama.n_vocab(),
         )
+        # Worker-thread-only state: a scratch row for log-sum-exp, and token
+        # pieces (the vocabulary never changes, detokenizing is a C call each).
+        self._scratch = np.empty(self._info.n_vocab, dtype=np.float32)
+        self._pieces: dict[int, bytes] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-model")
         self._running = 0
         self._waiting = 0
@@ -167,11 +173,10 @@ class LlamaEngine:
                 retry_after_seconds=retry_after,
             )
         loop = asyncio.get_running_loop()
-        generation = Generation(loop)
+        generation = Generation(loop, wake_interval=self._config.stream_interval)
         self._waiting += 1
         submitted = time.perf_counter()
-        future = self._executor.submit(self._run, request, generation, submitted, loop)
-        future.add_done_callback(self._log_crash)
+        self._executor.submit(self._run, request, generation, submitted, loop)
         return generation
 
     async def aclose(self) -> None:
@@ -193,9 +198,12 @@ class LlamaEngine:
         loop.call_soon_threadsafe(self._started)
         try:
             done = self._generate(request, generation, submitted)
-        except BaseException as exc:  # delivered to the consumer, then re-raised
-            generation.fail(exc)
-            raise
+        except Exception as exc:
+            logger.error("local generation failed", exc_info=exc)
+            failure = GenerationFailedError(f"local generation failed: {exc}")
+            failure.__cause__ = exc
+            generation.fail(failure)
+            return
         finally:
             loop.call_soon_threadsafe(self._finished)
         generation.publish(done)
@@ -222,6 +230,7 @@ class LlamaEngine:
             llama.reset()
         vocab = llama._model.vocab
         n_vocab = self._info.n_vocab
+        scratch = self._scratch
         utf8 = Utf8Assembler()
         stops = StopMatcher(request.stop)
         completion_tokens = 0
@@ -254,8 +263,8 @@ class LlamaEngine:
                 row = np.ctypeslib.as_array(
                     llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(n_vocab,)
                 )
-                normalizer = log_normalizer(row)
-                piece: bytes = llama.detokenize([token_id])
+                normalizer = log_normalizer(row, scratch)
+                piece = self._piece(token_id)
                 text = utf8.feed(piece)
                 released, stopped = stops.feed(text)
                 top: tuple[TopLogprob, ...] = ()
@@ -293,8 +302,15 @@ class LlamaEngine:
             self._stats(request, completion_tokens, queue_seconds, first - started, ended - first),
         )
 
+    def _piece(self, token_id: int) -> bytes:
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = bytes(self._llama.detokenize([token_id]))
+            self._pieces[token_id] = piece
+        return piece
+
     def _piece_text(self, token_id: int) -> str:
-        return bytes(self._llama.detokenize([token_id])).decode("utf-8", errors="replace")
+        return self._piece(token_id).decode("utf-8", errors="replace")
 
     @staticmethod
     def _stats(
@@ -328,12 +344,6 @@ class LlamaEngine:
         seconds = stats.prefill_seconds + stats.decode_seconds
         if seconds > 0:
             self._seconds_per_request = _ewma(self._seconds_per_request, seconds)
-
-    @staticmethod
-    def _log_crash(future: Future[None]) -> None:
-        exc = future.exception()
-        if exc is not None:
-            logger.error("local generation failed", exc_info=exc)
 
 
 def _ewma(previous: float, sample: float) -> float:

@@ -6,7 +6,8 @@ Tree::
     ├── ModelNotFoundError     no GGUF configured and the embedded model is missing
     ├── PromptTooLongError     prompt (+ requested completion) exceeds the context window
     ├── QueueFullError         the bounded wait queue is full; carries a retry hint
-    └── EngineClosedError      the engine is shutting down
+    ├── EngineClosedError      the engine is shutting down
+    └── GenerationFailedError  llama.cpp failed while generating (cause chained)
 
 The gateway translates these into its own error tree in one place
 (``gateway.errors.translate_engine_errors``).
@@ -35,4 +36,8 @@ class QueueFullError(LocalModelError):
 
 
 class EngineClosedError(LocalModelError):
+    pass
+
+
+class GenerationFailedError(LocalModelError):
     pass

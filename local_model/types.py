@@ -129,4 +129,5 @@ class EngineStatus:
 
     @property
     def saturated(self) -> bool:
-        return self.waiting >= self.max_waiting
+        """A new request would be refused."""
+        return self.running + self.waiting > self.max_waiting

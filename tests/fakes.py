@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from local_model import (
     ChatMessage,
+    GenerationFailedError,
     GenerationRequest,
     GenerationStats,
     QueueFullError,
@@ -29,6 +30,8 @@ class Reply:
     logprobs: tuple[float, ...] = ()
     #: seconds to wait before each token (lets tests hold a generation open)
     delay: float = 0.0
+    #: raise inside the "engine" after this many tokens (None = never)
+    fail_after: int | None = None
 
 
 class FakeTokenizer:
@@ -55,8 +58,14 @@ class FakeEngine:
         self._active = 0
         self.closed = False
 
-    def enqueue(self, pieces: Sequence[str], logprobs: Sequence[float] = (), delay: float = 0.0):
-        self._replies.append(Reply(tuple(pieces), tuple(logprobs), delay))
+    def enqueue(
+        self,
+        pieces: Sequence[str],
+        logprobs: Sequence[float] = (),
+        delay: float = 0.0,
+        fail_after: int | None = None,
+    ) -> None:
+        self._replies.append(Reply(tuple(pieces), tuple(logprobs), delay, fail_after))
 
     @property
     def info(self) -> ModelInfo:
@@ -101,6 +110,9 @@ class FakeEngine:
                     break
                 if count >= request.max_tokens:
                     break
+                if reply.fail_after is not None and count >= reply.fail_after:
+                    generation.fail(GenerationFailedError("fake engine failure"))
+                    return
                 released, stopped = stops.feed(piece)
                 logprob = reply.logprobs[i] if i < len(reply.logprobs) else -0.5
                 count += 1

@@ -146,3 +146,43 @@ def test_streaming_holds_back_partial_stop_string(client: TestClient, engine: Fa
     deltas = [json.loads(p)["choices"][0]["delta"].get("content", "") for p in payloads[:-1]]
     assert "".join(deltas) == "ab"
     assert not any("<" in d for d in deltas)
+
+
+def test_engine_failure_after_first_byte_is_an_sse_error_event(
+    client: TestClient, engine: FakeEngine
+) -> None:
+    engine.enqueue(["one", "two", "three"], fail_after=1)
+    with client.stream("POST", "/v1/chat/completions", json=_chat(stream=True)) as response:
+        assert response.status_code == 200
+        payloads = _sse_payloads(response.read().decode())
+    assert payloads[-1] != "[DONE]"
+    last = json.loads(payloads[-1])
+    assert last["error"]["type"] == "server_error"
+    assert "fake engine failure" not in last["error"]["message"]  # no internals leak
+    contents = [json.loads(p)["choices"][0]["delta"].get("content") for p in payloads[:-1]]
+    assert "one" in contents
+
+
+def test_engine_failure_without_stream_is_a_500_error_body(
+    client: TestClient, engine: FakeEngine
+) -> None:
+    engine.enqueue(["one", "two"], fail_after=0)
+    response = client.post("/v1/chat/completions", json=_chat())
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "server_error"
+    # the gateway keeps serving
+    assert client.post("/v1/chat/completions", json=_chat()).status_code == 200
+
+
+def test_fast_text_chunks_equal_the_generic_ones() -> None:
+    from gateway.openai_format import ChunkWriter, ResponseMeta
+    from local_model import TokenLogprob
+
+    token = TokenLogprob(5, 'a"b\\\n€', 'a"b\\\n€'.encode(), -0.5)
+    for kind in ("chat", "text"):
+        for include_usage in (False, True):
+            meta = ResponseMeta.new(kind, "m", logprobs=False, top_logprobs=0)
+            writer = ChunkWriter(meta, include_usage=include_usage)
+            fast = writer.delta_event(token.text, (token,))
+            assert fast is not None and fast.startswith(b"data: ") and fast.endswith(b"\n\n")
+            assert json.loads(fast[6:]) == writer.delta(token.text, (token,))
