@@ -72,6 +72,7 @@ test: lint typecheck pytest
 
 bench: install-dev
 	$(BIN)/python bench/local_path.py --rounds 5
+	$(BIN)/python bench/router_decision.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

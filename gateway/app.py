@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -10,18 +11,21 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from gateway.cloud_route import Cloud
 from gateway.deps import Services
 from gateway.errors import install_error_handlers
+from gateway.hybrid import Dispatcher
+from gateway.policy_store import PolicyStore
 from gateway.request_id import RequestIdMiddleware
 from gateway.routes import completions, health, models
 from gateway.settings import Settings
 from local_model.engine import Engine, EngineConfig
 from local_model.model_path import resolve_model_path
-from router import ModelCatalog
 
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[Settings], Engine]
+CloudFactory = Callable[[Settings], Cloud | None]
 
 
 def load_llama_engine(settings: Settings) -> Engine:
@@ -45,23 +49,53 @@ def load_llama_engine(settings: Settings) -> Engine:
     )
 
 
-def create_app(settings: Settings, engine_factory: EngineFactory = load_llama_engine) -> FastAPI:
+def connect_cloud(settings: Settings) -> Cloud | None:
+    """The configured OpenAI-compatible upstream, or None for a local-only gateway."""
+    if not settings.cloud.configured:
+        return None
+    from gateway.cloud import CloudClient
+
+    return CloudClient(settings.cloud)
+
+
+def create_app(
+    settings: Settings,
+    engine_factory: EngineFactory = load_llama_engine,
+    cloud_factory: CloudFactory = connect_cloud,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        policies = PolicyStore(settings.policy.file)
         engine = await asyncio.to_thread(engine_factory, settings)
         info = engine.info
         logger.info("local model ready: %s (n_ctx=%d)", info.name, info.n_ctx)
+        cloud = cloud_factory(settings)
+        if cloud is None:
+            logger.info("no cloud endpoint configured: requests the policy escalates stay local")
         services = Services(
             settings=settings,
             engine=engine,
-            catalog=ModelCatalog(
-                routed_id=settings.routed_model_id, local_id=settings.local.model_id
-            ),
+            cloud=cloud,
+            policies=policies,
+            dispatcher=Dispatcher(engine, cloud),
         )
+        loop = asyncio.get_running_loop()
+        watcher = None
+        if settings.policy.file is not None:
+            watcher = asyncio.create_task(policies.watch(settings.policy.reload_interval_s))
+        sighup = policies.install_sighup(loop)
         try:
             yield {"services": services}
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            if sighup:
+                policies.remove_sighup(loop)
             await engine.aclose()
+            if cloud is not None:
+                await cloud.aclose()
 
     app = FastAPI(
         title="hybrid-gateway",

@@ -59,6 +59,27 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_check(args: argparse.Namespace) -> int:
+    from router import PolicyError, load_policy
+
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    sys.stdout.write(f"ok: {args.file} ({len(policy.rules)} rules)\n")
+    return 0
+
+
+def _policy_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from router import Policy
+
+    sys.stdout.write(json.dumps(Policy.model_json_schema(), indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybrid-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="GATEWAY_SERVER__LOG_LEVEL",
     )
     serve.set_defaults(handler=_serve)
+    policy = commands.add_parser("policy", help="check routing policy files")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser(
+        "check", help="validate a policy file; print every problem with its field"
+    )
+    check.add_argument("file", help="the policy YAML file")
+    check.set_defaults(handler=_policy_check)
+    schema = policy_commands.add_parser("schema", help="print the policy file's JSON schema")
+    schema.set_defaults(handler=_policy_schema)
     return parser
 
 

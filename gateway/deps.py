@@ -7,9 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway.cloud_route import Cloud
+from gateway.hybrid import Dispatcher
+from gateway.policy_store import PolicyStore
 from gateway.settings import Settings
 from local_model.engine import Engine
-from router import ModelCatalog
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,10 @@ class Services:
 
     settings: Settings
     engine: Engine
-    catalog: ModelCatalog
+    #: None when no cloud endpoint is configured (local-only gateway)
+    cloud: Cloud | None
+    policies: PolicyStore
+    dispatcher: Dispatcher
 
 
 # async on purpose: FastAPI runs plain ``def`` dependencies in a worker thread.

@@ -6,11 +6,22 @@ Tree::
     ├── InvalidRequestError              400 invalid_request_error (param names the field)
     │   └── ContextLengthExceededError   400 code=context_length_exceeded
     ├── ModelNotFoundError               404 code=model_not_found
+    ├── UpstreamError                    502 code=upstream_error (cloud unreachable, 5xx after
+    │                                        retries, malformed reply, stream cut, 401/403)
+    ├── UpstreamTimeoutError             504 code=upstream_timeout (connect/read/total deadline)
+    ├── UpstreamRateLimitedError         429 rate_limit_error code=upstream_rate_limited,
+    │                                        Retry-After from the upstream when it sent one
     └── ServiceUnavailableError          503 server_error, with Retry-After
-        └── QueueFullError               503 code=queue_full
+        ├── QueueFullError               503 code=queue_full
+        └── CloudUnavailableError        503 code=cloud_unavailable (no cloud configured, or
+                                             the circuit is open: Retry-After = cool-down left)
 
-Library errors are mapped onto this tree in one place
-(:func:`translate_engine_errors`); one handler renders any ``GatewayError`` as
+An upstream 400/404/413/422 about the request's content becomes an
+``InvalidRequestError`` carrying the upstream's message, param and code.
+
+Library errors are mapped onto this tree in one place per library
+(:func:`translate_engine_errors` for the local engine, ``gateway.cloud.failures``
+for httpx and upstream statuses); one handler renders any ``GatewayError`` as
 ``{"error": {"message", "type", "param", "code"}}``.
 """
 
@@ -87,6 +98,46 @@ class ServiceUnavailableError(GatewayError):
 
 class QueueFullError(ServiceUnavailableError):
     default_code = "queue_full"
+
+
+class CloudUnavailableError(ServiceUnavailableError):
+    default_code = "cloud_unavailable"
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        if retry_after_seconds is None:
+            # No cloud configured: waiting will not help, so no Retry-After.
+            GatewayError.__init__(self, message)
+        else:
+            super().__init__(message, retry_after_seconds=retry_after_seconds)
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    default_code = "upstream_error"
+
+
+class UpstreamTimeoutError(GatewayError):
+    status_code = 504
+    default_code = "upstream_timeout"
+
+
+class UpstreamRateLimitedError(GatewayError):
+    """The cloud kept answering 429: retries ran out, or its Retry-After exceeds the budget.
+
+    The type is ``rate_limit_error``: OpenAI's own 429 bodies name the exhausted
+    quota (``requests``/``tokens``), which the gateway cannot know for every
+    upstream; OpenAI clients key on the status code.
+    """
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "upstream_rate_limited"
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        headers = None
+        if retry_after_seconds is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(retry_after_seconds)))}
+        super().__init__(message, headers=headers)
 
 
 def from_engine_error(exc: Exception) -> GatewayError:

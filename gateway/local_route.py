@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
 
 from gateway import sse
 from gateway.disconnect import ClientDisconnected, cancel_on_disconnect
@@ -20,16 +19,19 @@ from gateway.errors import (
     translate_engine_errors,
 )
 from gateway.openai_format import ChunkWriter, Kind, ResponseMeta, completion_body
+from gateway.outcome import Outcome
 from gateway.schemas import SamplingFields
 from gateway.settings import Settings
+from gateway.streaming import SSEResponse
 from local_model import (
+    GenerationDone,
     GenerationRequest,
+    GenerationResult,
     SamplingParams,
     TokenEvent,
 )
 from local_model.engine import Engine
-from local_model.generation import Generation
-from router import Decision
+from local_model.generation import Event, Generation
 
 logger = logging.getLogger(__name__)
 
@@ -137,37 +139,116 @@ def submit(engine: Engine, job: LocalJob) -> Generation:
         return engine.submit(job.request)
 
 
+@dataclass
+class HeldBack:
+    """The first tokens of a streamed generation, kept from the client until judged."""
+
+    events: list[Event]
+    rest: AsyncIterator[list[Event]]
+    #: the generation ended within the hold-back window
+    finished: bool
+    #: the running minimum log-probability fell below the policy's hard floor
+    aborted: bool
+
+    @property
+    def logprobs(self) -> list[float]:
+        return [e.token.logprob for e in self.events if isinstance(e, TokenEvent)]
+
+
+async def hold_back(generation: Generation, tokens: int, floor: float | None) -> HeldBack:
+    """Collect at least ``tokens`` tokens (or all of a shorter answer) without sending any."""
+    batches = generation.batches()
+    held = HeldBack([], batches, finished=False, aborted=False)
+    count = 0
+    with translate_engine_errors():
+        while count < tokens or tokens <= 0:
+            try:
+                batch = await anext(batches)
+            except StopAsyncIteration:
+                held.finished = True
+                break
+            held.events.extend(batch)
+            for event in batch:
+                if isinstance(event, TokenEvent):
+                    count += 1
+                    if floor is not None and event.token.logprob < floor:
+                        held.aborted = True
+                else:
+                    held.finished = True
+            if held.finished or held.aborted:
+                break
+    if held.aborted:
+        generation.cancel()
+    return held
+
+
+async def run_to_end(
+    generation: Generation, floor: float | None
+) -> tuple[GenerationResult | None, list[float]]:
+    """The whole local answer, or None when it fell below the hard floor (then cancelled)."""
+    with translate_engine_errors():
+        if floor is None:
+            result = await generation.result()
+            return result, [t.logprob for t in result.tokens]
+        held = await hold_back(generation, 0, floor)
+    if held.aborted:
+        return None, held.logprobs
+    done = held.events[-1]
+    assert isinstance(done, GenerationDone)
+    tokens = tuple(e.token for e in held.events if isinstance(e, TokenEvent))
+    result = GenerationResult(
+        text="".join(e.text for e in held.events),
+        tokens=tokens,
+        finish_reason=done.finish_reason,
+        stats=done.stats,
+    )
+    return result, [t.logprob for t in tokens]
+
+
 async def complete(generation: Generation, job: LocalJob, extra: dict[str, Any]) -> dict[str, Any]:
     with translate_engine_errors():
         result = await generation.result()
     return completion_body(job.meta, result, extra)
 
 
-async def stream(generation: Generation, job: LocalJob) -> AsyncIterator[bytes]:
+def _encode(writer: ChunkWriter, job: LocalJob, batch: Sequence[Event]) -> bytes:
+    out: list[bytes] = []
+    for event in batch:
+        if isinstance(event, TokenEvent):
+            data = writer.delta_event(event.text, (event.token,))
+            if data is not None:
+                out.append(data)
+        else:
+            tail = writer.delta_event(event.text, ())
+            if tail is not None:
+                out.append(tail)
+            out.append(sse.event(writer.finish(event.finish_reason)))
+            if job.include_usage:
+                out.append(sse.event(writer.usage(event.stats)))
+            out.append(sse.DONE)
+    return b"".join(out)
+
+
+async def stream(
+    generation: Generation, job: LocalJob, held: HeldBack | None = None
+) -> AsyncIterator[bytes]:
     """SSE bytes for one generation; errors after the first byte become an error event."""
     writer = ChunkWriter(job.meta, include_usage=job.include_usage)
     start = writer.start()
-    if start is not None:
-        yield sse.event(start)
+    first = sse.event(start) if start is not None else b""
     try:
+        if held is not None:
+            yield first + _encode(writer, job, held.events)
+            batches = held.rest
+        else:
+            if first:
+                yield first
+            batches = generation.batches()
         # One write per delivered batch: each send wakes the client.
-        async for batch in generation.batches():
-            out: list[bytes] = []
-            for event in batch:
-                if isinstance(event, TokenEvent):
-                    data = writer.delta_event(event.text, (event.token,))
-                    if data is not None:
-                        out.append(data)
-                else:
-                    tail = writer.delta_event(event.text, ())
-                    if tail is not None:
-                        out.append(tail)
-                    out.append(sse.event(writer.finish(event.finish_reason)))
-                    if job.include_usage:
-                        out.append(sse.event(writer.usage(event.stats)))
-                    out.append(sse.DONE)
-            if out:
-                yield b"".join(out)
+        async for batch in batches:
+            data = _encode(writer, job, batch)
+            if data:
+                yield data
     except Exception as exc:  # the status line is long gone: report in-band
         error = from_engine_error(exc)
         logger.warning("local stream failed after the first byte: %s", error.message)
@@ -176,50 +257,24 @@ async def stream(generation: Generation, job: LocalJob) -> AsyncIterator[bytes]:
         generation.cancel()
 
 
-class GenerationStreamResponse(StreamingResponse):
-    """Cancels the generation however the response ends.
-
-    The body generator's own ``finally`` only runs if iteration started; a
-    client that leaves before the first byte must stop the model too.
-    """
-
-    def __init__(self, generation: Generation, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._generation = generation
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._generation.cancel()
+def stream_response(
+    generation: Generation, job: LocalJob, outcome: Outcome, held: HeldBack | None = None
+) -> SSEResponse:
+    return SSEResponse(
+        stream(generation, job, held), on_close=generation.cancel, headers=outcome.headers()
+    )
 
 
-def route_headers(decision: Decision) -> dict[str, str]:
-    return {"x-hybrid-route": decision.route, "x-hybrid-reason": decision.reason}
-
-
-def decision_field(decision: Decision) -> dict[str, Any]:
-    """Extra top-level body field; OpenAI clients ignore unknown fields."""
-    return {"hybrid": {"route": decision.route, "reason": decision.reason}}
-
-
-async def respond(request: Request, engine: Engine, job: LocalJob, decision: Decision) -> Response:
+async def respond(request: Request, engine: Engine, job: LocalJob, outcome: Outcome) -> Response:
+    """Answer from the local model, no gate."""
     generation = submit(engine, job)
-    headers = route_headers(decision)
     if job.stream:
-        return GenerationStreamResponse(
-            generation,
-            stream(generation, job),
-            media_type=sse.MEDIA_TYPE,
-            headers={**sse.HEADERS, **headers},
-        )
+        return stream_response(generation, job, outcome)
     try:
-        body = await cancel_on_disconnect(
-            request, complete(generation, job, decision_field(decision))
-        )
+        body = await cancel_on_disconnect(request, complete(generation, job, outcome.body_field()))
     except ClientDisconnected:
         logger.info("client disconnected; local generation stopped")
         return Response(status_code=499)
     finally:
         generation.cancel()
-    return JSONResponse(body, headers=headers)
+    return JSONResponse(body, headers=outcome.headers())

@@ -10,8 +10,17 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,7 +58,6 @@ class LocalModelSettings(BaseModel):
     model_path: Path | None = Field(
         None, description="GGUF file to serve; unset = the embedded SmolLM2-135M-Instruct Q4_1."
     )
-    model_id: str = Field("local", description="Model id that pins a request to the local model.")
     n_ctx: int = Field(4096, ge=64, description="Context window in tokens (prompt + completion).")
     n_threads: int = Field(
         default_factory=_default_threads, ge=1, description="Decode threads (default: all CPUs)."
@@ -90,6 +98,139 @@ class LimitSettings(BaseModel):
     max_stop_sequences: int = Field(4, ge=0, description="Most stop strings per request.")
 
 
+class PolicySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: Path | None = Field(
+        None, description="Routing policy YAML; unset = the built-in default policy."
+    )
+    reload_interval_s: float = Field(
+        2.0, gt=0, description="How often the policy file is checked for changes (hot reload)."
+    )
+
+
+# Headers that carry credentials or framing: the key belongs in api_key (a SecretStr, never
+# logged), and httpx computes the framing headers itself.
+_RESERVED_HEADERS = frozenset(
+    {"authorization", "host", "content-length", "content-type", "transfer-encoding"}
+)
+
+
+class CloudSettings(BaseModel):
+    """The OpenAI-compatible cloud upstream. Unset ``base_url`` = a local-only gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible API root, e.g. https://api.openai.com/v1; "
+        "unset = no cloud (local only).",
+    )
+    model: str = Field("gpt-4o-mini", min_length=1, description="Model name sent to the cloud.")
+    api_key: SecretStr | None = Field(
+        None, description="Cloud API key, sent only as the Authorization bearer token."
+    )
+    api_key_file: Path | None = Field(
+        None,
+        description="Read the cloud API key from this file at start-up instead (whitespace "
+        "stripped); not together with API_KEY.",
+    )
+    extra_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers sent on every cloud call, as JSON "
+        '(e.g. {"OpenAI-Organization": "org-..."}).',
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds to open a connection to the cloud."
+    )
+    read_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds the cloud may stay silent between two chunks."
+    )
+    total_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Deadline for a whole cloud request: retries, waits and the full stream.",
+    )
+    max_connections: int = Field(100, ge=1, description="Most open connections to the cloud.")
+    max_keepalive_connections: int = Field(
+        20, ge=0, description="Idle connections kept open for reuse."
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="HTTP attempts per request; connection errors, 429 and 5xx are retried, "
+        "only before the first byte reaches the client.",
+    )
+    backoff_initial_s: float = Field(
+        0.25, ge=0, description="Retry backoff cap for the first retry (full jitter, doubling)."
+    )
+    backoff_max_s: float = Field(4.0, ge=0, description="Largest retry backoff cap.")
+    retry_budget_s: float = Field(
+        10.0,
+        ge=0,
+        description="Most seconds one request waits between retries in total; a longer "
+        "Retry-After is passed to the client instead.",
+    )
+    breaker_failures: int = Field(
+        5,
+        ge=1,
+        description="Consecutive failed cloud requests (after retries) that open the circuit.",
+    )
+    breaker_cooldown_s: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds the open circuit fails fast before one probe request is let through.",
+    )
+
+    _file_api_key: SecretStr | None = PrivateAttr(None)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not contain credentials; set api_key instead")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.strip().rstrip("/")
+
+    @field_validator("extra_headers")
+    @classmethod
+    def _no_reserved_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(name for name in value if name.strip().lower() in _RESERVED_HEADERS)
+        if reserved:
+            raise ValueError(f"may not set {', '.join(reserved)} (the key goes in api_key)")
+        return value
+
+    @model_validator(mode="after")
+    def _read_api_key_file(self) -> CloudSettings:
+        if self.api_key_file is None:
+            return self
+        if self.api_key is not None:
+            raise ValueError("set api_key or api_key_file, not both")
+        try:
+            key = self.api_key_file.read_text().strip()
+        except OSError as exc:
+            # The reason only: an error message must never quote the file's content.
+            raise ValueError(f"api_key_file cannot be read: {exc.strerror}") from None
+        if not key:
+            raise ValueError("api_key_file is empty")
+        self._file_api_key = SecretStr(key)
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.base_url is not None
+
+    def resolved_api_key(self) -> str | None:
+        secret = self.api_key if self.api_key is not None else self._file_api_key
+        return secret.get_secret_value() if secret is not None else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_",
@@ -98,19 +239,11 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    routed_model_id: str = Field(
-        "hybrid", description="Model id the router decides for (the default a client should use)."
-    )
     server: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
-
-    @field_validator("routed_model_id")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    cloud: CloudSettings = Field(default_factory=CloudSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
 
 
 def settings_reference() -> list[tuple[str, str, str]]:

@@ -160,6 +160,7 @@ class LlamaEngine:
             waiting=self._waiting,
             max_waiting=self._config.max_waiting,
             tokens_per_second=self._tokens_per_second,
+            seconds_per_request=self._seconds_per_request,
         )
 
     def submit(self, request: GenerationRequest) -> Generation:

@@ -126,6 +126,13 @@ class EngineStatus:
     max_waiting: int
     #: recent decode speed (exponentially weighted), 0 until measured
     tokens_per_second: float
+    #: recent time a request keeps the model busy (exponentially weighted), 0 until measured
+    seconds_per_request: float = 0.0
+
+    @property
+    def estimated_wait_seconds(self) -> float:
+        """How long a request submitted now would wait before the model starts on it."""
+        return (self.running + self.waiting) * self.seconds_per_request
 
     @property
     def saturated(self) -> bool:

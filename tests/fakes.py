@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from local_model import (
     ChatMessage,
@@ -57,6 +58,8 @@ class FakeEngine:
         self._max_waiting = max_waiting
         self._active = 0
         self.closed = False
+        #: what status() reports as recent seconds per request (drives the load rule)
+        self.seconds_per_request = 0.0
 
     def enqueue(
         self,
@@ -83,6 +86,7 @@ class FakeEngine:
             waiting=self._active - running,
             max_waiting=self._max_waiting,
             tokens_per_second=0.0,
+            seconds_per_request=self.seconds_per_request,
         )
 
     def submit(self, request: GenerationRequest) -> Generation:
@@ -160,3 +164,114 @@ class RecordingEngine:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+@dataclass
+class CloudReply:
+    pieces: tuple[str, ...] = ("Cloud", " answer")
+    usage: bool = True
+    #: raise this instead of answering (before the first chunk)
+    error: Exception | None = None
+
+
+class FakeCloudStream:
+    def __init__(self, kind: str, reply: CloudReply, response_model: str) -> None:
+        self.kind = kind
+        self.reply = reply
+        self.model = response_model
+        self.usage: Any = None
+        self.attempts = 1
+        self.closed = False
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        from gateway.cloud import CloudUsage
+
+        if self.reply.error is not None:
+            raise self.reply.error
+        for piece in self.reply.pieces:
+            await asyncio.sleep(0)
+            if self.kind == "chat":
+                choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                yield {
+                    "id": "up-1",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": self.model,
+                    "choices": [choice],
+                }
+            else:
+                yield {
+                    "id": "up-1",
+                    "object": "text_completion",
+                    "created": 1,
+                    "model": self.model,
+                    "choices": [{"index": 0, "text": piece, "finish_reason": None}],
+                }
+        if self.reply.usage:
+            self.usage = CloudUsage(prompt_tokens=11, completion_tokens=len(self.reply.pieces))
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class FakeCloud:
+    """Stands in for gateway.cloud.CloudClient; records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.streams: list[FakeCloudStream] = []
+        self._replies: deque[CloudReply] = deque()
+        self.state = "closed"
+        self.closed = False
+
+    def enqueue(self, reply: CloudReply) -> None:
+        self._replies.append(reply)
+
+    def _next(self) -> CloudReply:
+        return self._replies.popleft() if self._replies else CloudReply()
+
+    async def complete(self, endpoint: str, payload: dict[str, Any], *, response_model: str):
+        from gateway.cloud import CloudResult, CloudUsage
+
+        self.calls.append((endpoint, payload))
+        reply = self._next()
+        if reply.error is not None:
+            raise reply.error
+        text = "".join(reply.pieces)
+        if endpoint == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": "stop"}
+        usage = CloudUsage(prompt_tokens=11, completion_tokens=len(reply.pieces))
+        body = {
+            "id": "up-1",
+            "object": "chat.completion" if endpoint == "chat" else "text_completion",
+            "created": 1,
+            "model": response_model,
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": 11,
+                "completion_tokens": len(reply.pieces),
+                "total_tokens": 11 + len(reply.pieces),
+            },
+        }
+        return CloudResult(body=body, usage=usage, attempts=1, seconds=0.001)
+
+    def stream(self, endpoint: str, payload: dict[str, Any], *, response_model: str):
+        self.calls.append((endpoint, payload))
+        stream = FakeCloudStream(endpoint, self._next(), response_model)
+        self.streams.append(stream)
+        return stream
+
+    def breaker_state(self) -> dict[str, Any]:
+        return {"state": self.state}
+
+    async def aclose(self) -> None:
+        self.closed = True

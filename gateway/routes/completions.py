@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 import local_model
 from gateway import local_route
+from gateway.cloud_route import CloudJob
 from gateway.deps import Services, ServicesDep
-from gateway.errors import InvalidRequestError, ModelNotFoundError
-from gateway.schemas import ChatCompletionRequest, CompletionRequest
-from router import Decision
+from gateway.errors import ContextLengthExceededError, InvalidRequestError, ModelNotFoundError
+from gateway.hybrid import Call
+from gateway.openai_format import Kind, ResponseMeta
+from gateway.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
+from router import Message, RequestFacts
 
 router = APIRouter(tags=["completions"])
 
-
-def _decide(services: Services, model: str) -> Decision:
-    decision = services.catalog.decide(model)
-    if decision is None:
-        known = ", ".join(services.catalog.ids())
-        raise ModelNotFoundError(
-            f"The model '{model}' does not exist; this gateway serves: {known}", param="model"
-        )
-    return decision
+# llama.cpp-server sampling extensions an OpenAI upstream would refuse.
+_LOCAL_ONLY_FIELDS = {"top_k", "min_p", "repeat_penalty"}
 
 
 def _chat_messages(body: ChatCompletionRequest) -> list[local_model.ChatMessage]:
@@ -33,61 +32,133 @@ def _chat_messages(body: ChatCompletionRequest) -> list[local_model.ChatMessage]
     ]
 
 
+async def _serve(
+    request: Request,
+    services: Services,
+    kind: Kind,
+    body: SamplingFields,
+    prompt: list[int],
+    messages: tuple[Message, ...],
+    *,
+    requested_max_tokens: int | None,
+    max_tokens_param: str,
+    logprobs: bool,
+    top_logprobs: int,
+    cloud_ok: bool = True,
+) -> Response:
+    policy = services.policies.current  # one policy for the whole request, even across a reload
+    engine = services.engine
+    facts = RequestFacts(
+        model=body.model,
+        messages=messages,
+        prompt_tokens=len(prompt),
+        max_tokens=requested_max_tokens,
+        local_wait_seconds=engine.status().estimated_wait_seconds,
+        cloud_configured=services.cloud is not None,
+    )
+    decision = policy.decide(facts)
+    if decision is None:
+        known = ", ".join(policy.model_ids(cloud_configured=services.cloud is not None))
+        raise ModelNotFoundError(
+            f"The model '{body.model}' does not exist; this gateway serves: {known}", param="model"
+        )
+    if not cloud_ok:
+        decision = dataclasses.replace(decision, cloud_allowed=False)
+    local: local_route.LocalJob | None = None
+    local_error: ContextLengthExceededError | None = None
+    try:
+        local = local_route.build_job(
+            kind,
+            body,
+            prompt,
+            requested_max_tokens=requested_max_tokens,
+            max_tokens_param=max_tokens_param,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            engine=engine,
+            settings=services.settings,
+        )
+    except ContextLengthExceededError as exc:  # the cloud may still take it
+        local_error = exc
+    meta = (
+        local.meta
+        if local is not None
+        else ResponseMeta.new(kind, body.model, logprobs=logprobs, top_logprobs=top_logprobs)
+    )
+    payload: dict[str, Any] = body.model_dump(exclude_unset=True, exclude=_LOCAL_ONLY_FIELDS)
+    cloud = CloudJob(
+        kind=kind,
+        payload=payload,
+        meta=meta,
+        stream=body.stream,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        prompt_tokens=len(prompt),
+        count_tokens=lambda text: len(engine.tokenizer.tokenize(text)) - 1,  # minus BOS
+    )
+    call = Call(decision=decision, local=local, local_error=local_error, cloud=cloud)
+    return await services.dispatcher.serve(request, call, policy)
+
+
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, services: ServicesDep
 ) -> Response:
-    decision = _decide(services, body.model)
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequestError("top_logprobs requires logprobs=true", param="top_logprobs")
-    engine = services.engine
+    chat = _chat_messages(body)
     try:
-        prompt = engine.tokenizer.tokenize_chat(_chat_messages(body))
+        prompt = services.engine.tokenizer.tokenize_chat(chat)
     except ValueError as exc:  # the GGUF's template refused the conversation
         raise InvalidRequestError(
             f"the chat template rejected the messages: {exc}", param="messages"
         ) from exc
-    param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-    job = local_route.build_job(
+    return await _serve(
+        request,
+        services,
         "chat",
         body,
         prompt,
+        tuple(Message(m.role, m.content) for m in chat),
         requested_max_tokens=body.requested_max_tokens,
-        max_tokens_param=param,
+        max_tokens_param="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
         logprobs=body.logprobs,
         top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
-        engine=engine,
-        settings=services.settings,
     )
-    return await local_route.respond(request, engine, job, decision)
 
 
 @router.post("/v1/completions", response_model=None)
 async def create_completion(
     body: CompletionRequest, request: Request, services: ServicesDep
 ) -> Response:
-    decision = _decide(services, body.model)
-    engine = services.engine
+    tokenizer = services.engine.tokenizer
+    prompt_is_ids = False
     if isinstance(body.prompt, str):
-        prompt = engine.tokenizer.tokenize(body.prompt)
+        text = body.prompt
+        prompt = tokenizer.tokenize(text)
     elif isinstance(body.prompt[0], str):
-        prompt = engine.tokenizer.tokenize(str(body.prompt[0]))
+        text = str(body.prompt[0])
+        prompt = tokenizer.tokenize(text)
     else:
         prompt = [int(t) for t in body.prompt]
-        n_vocab = engine.info.n_vocab
+        n_vocab = services.engine.info.n_vocab
         if any(not 0 <= t < n_vocab for t in prompt):
             raise InvalidRequestError(
                 f"prompt token ids must lie in [0, {n_vocab})", param="prompt"
             )
-    job = local_route.build_job(
+        text = ""  # token ids carry no text the rules could read
+        prompt_is_ids = True
+    return await _serve(
+        request,
+        services,
         "text",
         body,
         prompt,
+        (Message("user", text),),
+        # legacy completions always carry max_tokens (OpenAI's default is 16)
         requested_max_tokens=body.max_tokens,
         max_tokens_param="max_tokens",
         logprobs=body.logprobs is not None,
         top_logprobs=body.logprobs or 0,
-        engine=engine,
-        settings=services.settings,
+        # token ids are in the local model's vocabulary: meaningless to the cloud
+        cloud_ok=not prompt_is_ids,
     )
-    return await local_route.respond(request, engine, job, decision)

@@ -35,7 +35,14 @@ def test_chat_completion_returns_openai_shape(client: TestClient, engine: FakeEn
         "total_tokens": prompt_tokens + 3,
     }
     assert response.headers["x-hybrid-route"] == "local"
-    assert body["hybrid"] == {"route": "local", "reason": "local-only"}
+    # default policy, no cloud: the gate still judges (confident here, so not degraded)
+    assert body["hybrid"] == {
+        "route": "local",
+        "reason": "default",
+        "confidence": -0.5,
+        "threshold": -3.0,
+    }
+    assert response.headers["x-hybrid-confidence"] == "-0.5000"
 
 
 def test_sampling_fields_reach_the_engine(client: TestClient, engine: FakeEngine) -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 from starlette.requests import ClientDisconnect
 
-from gateway.local_route import GenerationStreamResponse
+from gateway.streaming import SSEResponse
 from local_model.generation import Generation
 
 
@@ -26,7 +26,7 @@ async def test_generation_is_cancelled_when_the_client_is_gone_before_the_first_
     async def send(message: dict[str, object]) -> None:
         raise OSError("connection reset by peer")
 
-    response = GenerationStreamResponse(generation, body(), media_type="text/event-stream")
+    response = SSEResponse(body(), on_close=generation.cancel)
     scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "POST", "headers": []}
     with pytest.raises((OSError, ClientDisconnect)):
         await response(scope, receive, send)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -21,8 +22,9 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture
-def client(live_gateway: LiveGateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{live_gateway.url}/v1", api_key="unused", max_retries=0)
+def client(live_gateway: LiveGateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{live_gateway.url}/v1", api_key="unused", max_retries=0) as sdk:
+        yield sdk
 
 
 def _wait_idle(gateway: LiveGateway) -> None:

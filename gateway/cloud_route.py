@@ -1,0 +1,162 @@
+"""Carrying a request out on the cloud endpoint, in our own response shapes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import Request
+
+from gateway import sse
+from gateway.cloud import CloudResult, CloudUsage
+from gateway.disconnect import ClientDisconnected, cancel_on_disconnect
+from gateway.errors import GatewayError
+from gateway.openai_format import Kind, ResponseMeta
+from gateway.outcome import Outcome
+from gateway.streaming import SSEResponse
+
+logger = logging.getLogger(__name__)
+
+
+class CloudStreamLike(Protocol):
+    usage: CloudUsage | None
+    attempts: int
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Cloud(Protocol):
+    """What the gateway needs from the cloud client (gateway.cloud.CloudClient)."""
+
+    async def complete(
+        self, endpoint: Kind, payload: dict[str, Any], *, response_model: str
+    ) -> CloudResult: ...
+
+    def stream(
+        self, endpoint: Kind, payload: dict[str, Any], *, response_model: str
+    ) -> CloudStreamLike: ...
+
+    def breaker_state(self) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CloudJob:
+    kind: Kind
+    #: the client's request as sent (validated), minus local-only extensions
+    payload: dict[str, Any]
+    meta: ResponseMeta
+    stream: bool
+    include_usage: bool
+    #: prompt length by the local tokenizer: the usage estimate when the upstream sends none
+    prompt_tokens: int
+    #: counts tokens of relayed text when the upstream reports no usage
+    count_tokens: Callable[[str], int]
+
+
+async def complete(request: Request, cloud: Cloud, job: CloudJob, outcome: Outcome) -> Response:
+    try:
+        result = await cancel_on_disconnect(
+            request, cloud.complete(job.kind, job.payload, response_model=job.meta.model)
+        )
+    except ClientDisconnected:
+        logger.info("client disconnected; cloud request abandoned")
+        return Response(status_code=499)
+    return JSONResponse({**result.body, **outcome.body_field()}, headers=outcome.headers())
+
+
+@dataclass
+class OpenedStream:
+    """A cloud stream whose first chunk has arrived: from here on, no retry and no switch."""
+
+    upstream: CloudStreamLike
+    chunks: AsyncIterator[dict[str, Any]]
+    first: dict[str, Any] | None
+
+
+async def open_stream(request: Request, cloud: Cloud, job: CloudJob) -> OpenedStream | None:
+    """Start the upstream stream and wait for its first chunk (None: the client left).
+
+    Errors before the first chunk propagate, so the caller can still answer
+    with a status code or fall back to the local model.
+    """
+    upstream = cloud.stream(job.kind, job.payload, response_model=job.meta.model)
+    chunks = aiter(upstream)
+    try:
+        first = await cancel_on_disconnect(request, anext(chunks, None))
+    except ClientDisconnected:
+        await upstream.aclose()
+        return None
+    except BaseException:
+        await upstream.aclose()
+        raise
+    return OpenedStream(upstream, chunks, first)
+
+
+def _text_of(chunk: dict[str, Any]) -> str:
+    parts: list[str] = []
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta")
+        text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts)
+
+
+async def relay(opened: OpenedStream, job: CloudJob) -> AsyncIterator[bytes]:
+    """Upstream chunks as our own SSE events: our id and model, our usage chunk."""
+    meta = job.meta
+    relayed: list[str] = []
+
+    def ours(chunk: dict[str, Any]) -> bytes:
+        chunk["id"] = meta.id
+        chunk["model"] = meta.model
+        chunk.pop("usage", None)
+        if job.include_usage:
+            chunk["usage"] = None
+        relayed.append(_text_of(chunk))
+        return sse.event(chunk)
+
+    try:
+        if opened.first is not None:
+            yield ours(opened.first)
+        async for chunk in opened.chunks:
+            yield ours(chunk)
+        if job.include_usage:
+            usage = opened.upstream.usage
+            if usage is None:
+                completion = job.count_tokens("".join(relayed))
+                usage = CloudUsage(prompt_tokens=job.prompt_tokens, completion_tokens=completion)
+                logger.info("upstream sent no usage; counted %d tokens locally", completion)
+            yield sse.event(
+                {
+                    "id": meta.id,
+                    "object": "chat.completion.chunk" if meta.kind == "chat" else "text_completion",
+                    "created": meta.created,
+                    "model": meta.model,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": usage.prompt_tokens,
+                        "completion_tokens": usage.completion_tokens,
+                        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+                    },
+                }
+            )
+        yield sse.DONE
+    except GatewayError as exc:  # after the first byte: report in-band
+        logger.warning("cloud stream failed after the first byte: %s", exc.message)
+        yield sse.event(exc.body())
+    finally:
+        await opened.upstream.aclose()
+
+
+def stream_response(opened: OpenedStream, job: CloudJob, outcome: Outcome) -> SSEResponse:
+    return SSEResponse(
+        relay(opened, job), on_close=opened.upstream.aclose, headers=outcome.headers()
+    )

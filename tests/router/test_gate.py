@@ -1,0 +1,147 @@
+"""The confidence gate: signals on hand-computed data, the logistic model, edges."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from router import GatePolicy, GateVerdict, PolicyError, confidence_signals, parse_policy
+from router.gate import interpolated_quantile
+
+# sorted: -4.0, -2.0, -0.5, -0.2, -0.1
+LOGPROBS = [-0.1, -0.5, -2.0, -0.2, -4.0]
+
+
+def _gate(**fields: object) -> GatePolicy:
+    return GatePolicy.model_validate(fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"signal": "mean"}, -1.36),
+        ({"signal": "min"}, -4.0),
+        # position 0.1 * 4 = 0.4 between -4.0 and -2.0
+        ({"signal": "quantile", "quantile": 0.1}, -3.2),
+        ({"signal": "quantile", "quantile": 0.5}, -0.5),
+        ({"signal": "quantile", "quantile": 0.0}, -4.0),
+        ({"signal": "quantile", "quantile": 1.0}, -0.1),
+        ({"signal": "first_k_min", "first_k": 2}, -0.5),
+        ({"signal": "first_k_min", "first_k": 3}, -2.0),
+        ({"signal": "first_k_min", "first_k": 50}, -4.0),
+    ],
+)
+def test_signals(fields: dict[str, object], expected: float) -> None:
+    assert _gate(**fields).score(LOGPROBS) == pytest.approx(expected)
+
+
+def test_confidence_signals_lists_every_feature() -> None:
+    signals = confidence_signals(LOGPROBS, quantile=0.1, first_k=2)
+    assert signals == pytest.approx(
+        {"mean": -1.36, "min": -4.0, "quantile": -3.2, "first_k_min": -0.5, "length": 5.0}
+    )
+
+
+def test_quantile_matches_numpy_default() -> None:
+    rng = random.Random(7)
+    for size in (1, 2, 3, 10, 64, 101):
+        values = [-rng.expovariate(1.0) for _ in range(size)]
+        for q in (0.0, 0.05, 0.1, 0.33, 0.5, 0.9, 1.0):
+            assert interpolated_quantile(values, q) == pytest.approx(float(np.quantile(values, q)))
+
+
+def test_logistic_gate() -> None:
+    gate = _gate(
+        signal="logistic",
+        threshold=0.5,
+        logistic={"intercept": 1.0, "weights": {"min": 0.5, "length": -0.1}},
+    )
+    # z = 1 + 0.5 * -4 - 0.1 * 5 = -1.5
+    expected = 1 / (1 + math.exp(1.5))
+    assert gate.score(LOGPROBS) == pytest.approx(expected)
+    assert gate.judge(LOGPROBS) == GateVerdict(
+        confidence=pytest.approx(expected), threshold=0.5, escalate=True
+    )
+    assert gate.judge([-0.01, -0.02]).escalate is False  # z = 1 - 0.01 - 0.2 > 0
+
+
+def test_logistic_never_overflows() -> None:
+    weights = {"mean": 1e6}
+    gate = _gate(signal="logistic", threshold=0.5, logistic={"weights": weights})
+    assert gate.score([-1.0]) == 0.0
+    assert _gate(signal="logistic", threshold=0.5, logistic={"weights": {"length": 1e6}}).score(
+        [-1.0]
+    ) == pytest.approx(1.0)
+
+
+def test_escalates_below_the_threshold_only() -> None:
+    gate = _gate(signal="min", threshold=-3.0)
+    assert gate.judge([-0.5, -3.0000001]).escalate is True
+    # Equal to the threshold passes: the threshold is the lowest acceptable confidence.
+    assert gate.judge([-0.5, -3.0]) == GateVerdict(confidence=-3.0, threshold=-3.0, escalate=False)
+    assert gate.judge([-0.5, -2.9]).escalate is False
+
+
+def test_empty_answer_escalates() -> None:
+    assert _gate(signal="min", threshold=-100.0).judge([]) == GateVerdict(
+        confidence=-math.inf, threshold=-100.0, escalate=True
+    )
+    assert _gate(signal="mean").score([]) == -math.inf
+    logistic = _gate(signal="logistic", threshold=0.0, logistic={"weights": {"min": 1.0}})
+    assert logistic.judge([]) == GateVerdict(confidence=0.0, threshold=0.0, escalate=True)
+    assert confidence_signals([], quantile=0.1, first_k=8)["length"] == 0.0
+
+
+def test_hard_floor() -> None:
+    gate = _gate(hard_floor=-7.0)
+    assert gate.below_hard_floor(-7.5)
+    assert not gate.below_hard_floor(-7.0)
+    assert not _gate().below_hard_floor(-100.0)
+
+
+def test_defaults() -> None:
+    gate = GatePolicy()
+    assert (gate.signal, gate.threshold, gate.holdback_tokens, gate.hard_floor) == (
+        "min",
+        -3.0,
+        16,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        ("{signal: logistic, threshold: 0.5}", "gate.logistic: required when signal is logistic"),
+        (
+            "{signal: logistic, threshold: -1, logistic: {weights: {min: 1}}}",
+            "gate.threshold: the logistic signal is a probability",
+        ),
+        ("{signal: min, threshold: 0.5}", "gate.threshold: the min signal is a log-probability"),
+        ("{quantile: 1.5}", "gate.quantile: Input should be less than or equal to 1"),
+        ("{first_k: 0}", "gate.first_k: Input should be greater than or equal to 1"),
+        ("{hard_floor: 1.0}", "gate.hard_floor: Input should be less than or equal to 0"),
+        ("{threshold: .nan}", "gate.threshold: Input should be a finite number"),
+        ("{signal: median}", "gate.signal: Input should be 'mean', 'min'"),
+        (
+            "{signal: logistic, threshold: 0.5, logistic: {weights: {}}}",
+            "gate.logistic.weights: Dictionary should have at least 1 item",
+        ),
+        (
+            "{signal: logistic, threshold: 0.5, logistic: {weights: {max: 1}}}",
+            "gate.logistic.weights.max: key 'max': Input should be 'mean'",
+        ),
+    ],
+)
+def test_invalid_gates(gate: str, message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(f"gate: {gate}", "p.yaml")
+    assert f"p.yaml: {message}" in str(caught.value)
+
+
+def test_judge_on_a_policy_gate() -> None:
+    policy = parse_policy("gate: {signal: quantile, quantile: 0.5, threshold: -1.0}")
+    assert policy.gate.judge(LOGPROBS) == GateVerdict(-0.5, -1.0, False)
