@@ -29,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -187,6 +188,8 @@ class Gateway:
             # Raw evaluates every prompt from scratch; so does the gateway here.
             GATEWAY_LOCAL__PREFIX_CACHE="false",
             GATEWAY_LOCAL__STREAM_INTERVAL_MS=str(stream_interval_ms),
+            # the ledger stays on (it is part of the gateway), out of the way
+            GATEWAY_LEDGER__PATH=os.path.join(tempfile.mkdtemp(), "ledger.sqlite3"),
         )
         self.process = subprocess.Popen(
             [

@@ -15,10 +15,15 @@ from gateway.cloud_route import Cloud
 from gateway.deps import Services
 from gateway.errors import install_error_handlers
 from gateway.hybrid import Dispatcher
+from gateway.ledger.store import SQLiteStore
+from gateway.ledger.writer import Ledger
+from gateway.metrics import GatewayMetrics
 from gateway.policy_store import PolicyStore
 from gateway.request_id import RequestIdMiddleware
-from gateway.routes import completions, health, models
+from gateway.routes import completions, health, models, usage
+from gateway.routes import metrics as metrics_routes
 from gateway.settings import Settings
+from gateway.trace import Recorder, TraceMiddleware
 from local_model.engine import Engine, EngineConfig
 from local_model.model_path import resolve_model_path
 
@@ -58,6 +63,17 @@ def connect_cloud(settings: Settings) -> Cloud | None:
     return CloudClient(settings.cloud)
 
 
+def open_ledger(settings: Settings) -> Ledger | None:
+    if not settings.ledger.enabled:
+        logger.warning("the request ledger is disabled: no request records are kept")
+        return None
+    return Ledger(
+        SQLiteStore(settings.ledger.path),
+        settings.ledger,
+        cloud_model=settings.cloud.model,
+    )
+
+
 def create_app(
     settings: Settings,
     engine_factory: EngineFactory = load_llama_engine,
@@ -72,12 +88,25 @@ def create_app(
         cloud = cloud_factory(settings)
         if cloud is None:
             logger.info("no cloud endpoint configured: requests the policy escalates stay local")
+        ledger = open_ledger(settings)
+        if ledger is not None:
+            await ledger.start()
+        metrics = GatewayMetrics()
+        metrics.bind(
+            engine_status=engine.status,
+            breaker_state=cloud.breaker_state if cloud is not None else None,
+            ledger_stats=(lambda: (ledger.queue_depth, ledger.dropped)) if ledger else None,
+        )
+        recorder = Recorder(settings, ledger=ledger, metrics=metrics)
         services = Services(
             settings=settings,
             engine=engine,
             cloud=cloud,
             policies=policies,
             dispatcher=Dispatcher(engine, cloud),
+            recorder=recorder,
+            metrics=metrics,
+            ledger=ledger,
         )
         loop = asyncio.get_running_loop()
         watcher = None
@@ -93,9 +122,13 @@ def create_app(
                     await watcher
             if sighup:
                 policies.remove_sighup(loop)
+            # Records of the last requests need their generations' stats: before the engine.
+            await recorder.drain()
             await engine.aclose()
             if cloud is not None:
                 await cloud.aclose()
+            if ledger is not None:
+                await ledger.aclose()  # flushes what is queued
 
     app = FastAPI(
         title="hybrid-gateway",
@@ -104,8 +137,12 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Added last = outermost: the request id exists before the trace opens.
+    app.add_middleware(TraceMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(completions.router)
+    app.include_router(usage.router)
+    app.include_router(metrics_routes.router)
     return app

@@ -49,11 +49,13 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _configure_access_log(settings.server.access_log)
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
+        access_log=not settings.server.access_log,
         timeout_graceful_shutdown=30,
     )
     return 0
@@ -80,6 +82,51 @@ def _policy_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    import time
+
+    from gateway.ledger.report import Output, report
+    from gateway.ledger.summary import parse_bound
+    from gateway.settings import LedgerSettings
+
+    now = time.time()
+    try:
+        since = parse_bound(args.since, now)
+        until = parse_bound(args.until, now)
+    except ValueError as exc:
+        sys.stderr.write(f"invalid --since/--until: {exc}\n")
+        return 2
+    # Only the ledger's path, not the whole settings tree: a report must not fail on an
+    # unrelated setting (an unreadable API key file, say).
+    db = args.db or Path(os.environ.get("GATEWAY_LEDGER__PATH") or LedgerSettings().path)
+    output: Output = "table"
+    for name in ("csv", "jsonl", "json"):
+        if getattr(args, name):
+            output = name
+    return report(
+        db=db,
+        since=since,
+        until=until,
+        output=output,
+        plot=args.plot,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _configure_access_log(enabled: bool) -> None:
+    """Bare JSON lines, one per completion request, ready for a log shipper."""
+    access = logging.getLogger("gateway.access")
+    access.propagate = False
+    if not enabled:
+        access.disabled = True
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybrid-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_policy_check)
     schema = policy_commands.add_parser("schema", help="print the policy file's JSON schema")
     schema.set_defaults(handler=_policy_schema)
+    report = commands.add_parser(
+        "report", help="summarize the request ledger, export its rows, or plot them"
+    )
+    window = "a duration back from now (90s, 30m, 24h, 7d), an ISO-8601 time (UTC unless it "
+    report.add_argument(
+        "--since", default="24h", help=window + "has an offset), or 'all' (default: 24h)"
+    )
+    report.add_argument("--until", help=window + "has an offset); default: now")
+    report.add_argument(
+        "--db",
+        type=Path,
+        help="ledger SQLite file (default: GATEWAY_LEDGER__PATH, else "
+        "hybrid-gateway-ledger.sqlite3)",
+    )
+    output = report.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="the summary as /v1/usage's JSON")
+    output.add_argument("--csv", action="store_true", help="every record as CSV (with costs)")
+    output.add_argument("--jsonl", action="store_true", help="every record as JSON lines")
+    report.add_argument(
+        "--plot", type=Path, metavar="PNG", help="also draw latency, spend and route share"
+    )
+    report.set_defaults(handler=_report)
     return parser
 
 

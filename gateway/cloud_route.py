@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from gateway.errors import GatewayError
 from gateway.openai_format import Kind, ResponseMeta
 from gateway.outcome import Outcome
 from gateway.streaming import SSEResponse
+from gateway.trace import RequestTrace
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +60,32 @@ class CloudJob:
     prompt_tokens: int
     #: counts tokens of relayed text when the upstream reports no usage
     count_tokens: Callable[[str], int]
+    #: the upstream's model name (GATEWAY_CLOUD__MODEL), for the ledger
+    upstream_model: str = ""
+    trace: RequestTrace | None = None
 
 
 async def complete(request: Request, cloud: Cloud, job: CloudJob, outcome: Outcome) -> Response:
+    started = time.perf_counter()
     try:
         result = await cancel_on_disconnect(
             request, cloud.complete(job.kind, job.payload, response_model=job.meta.model)
         )
     except ClientDisconnected:
         logger.info("client disconnected; cloud request abandoned")
+        _note(job, started, 1, None)
         return Response(status_code=499)
+    except BaseException:
+        # Failed calls report no attempt count: count the call once.
+        _note(job, started, 1, None)
+        raise
+    _note(job, started, result.attempts, result.usage)
     return JSONResponse({**result.body, **outcome.body_field()}, headers=outcome.headers())
+
+
+def _note(job: CloudJob, started: float, attempts: int, usage: CloudUsage | None) -> None:
+    if job.trace is not None:
+        job.trace.cloud_call(job.upstream_model, time.perf_counter() - started, attempts, usage)
 
 
 @dataclass
@@ -78,6 +95,7 @@ class OpenedStream:
     upstream: CloudStreamLike
     chunks: AsyncIterator[dict[str, Any]]
     first: dict[str, Any] | None
+    started: float
 
 
 async def open_stream(request: Request, cloud: Cloud, job: CloudJob) -> OpenedStream | None:
@@ -86,17 +104,22 @@ async def open_stream(request: Request, cloud: Cloud, job: CloudJob) -> OpenedSt
     Errors before the first chunk propagate, so the caller can still answer
     with a status code or fall back to the local model.
     """
-    upstream = cloud.stream(job.kind, job.payload, response_model=job.meta.model)
+    started = time.perf_counter()
+    try:
+        upstream = cloud.stream(job.kind, job.payload, response_model=job.meta.model)
+    except BaseException:
+        _note(job, started, 1, None)
+        raise
     chunks = aiter(upstream)
     try:
         first = await cancel_on_disconnect(request, anext(chunks, None))
-    except ClientDisconnected:
+    except BaseException as exc:
         await upstream.aclose()
-        return None
-    except BaseException:
-        await upstream.aclose()
+        _note(job, started, max(1, upstream.attempts), None)
+        if isinstance(exc, ClientDisconnected):
+            return None
         raise
-    return OpenedStream(upstream, chunks, first)
+    return OpenedStream(upstream, chunks, first, started)
 
 
 def _text_of(chunk: dict[str, Any]) -> str:
@@ -113,6 +136,7 @@ async def relay(opened: OpenedStream, job: CloudJob) -> AsyncIterator[bytes]:
     """Upstream chunks as our own SSE events: our id and model, our usage chunk."""
     meta = job.meta
     relayed: list[str] = []
+    usage: CloudUsage | None = None
 
     def ours(chunk: dict[str, Any]) -> bytes:
         chunk["id"] = meta.id
@@ -128,8 +152,8 @@ async def relay(opened: OpenedStream, job: CloudJob) -> AsyncIterator[bytes]:
             yield ours(opened.first)
         async for chunk in opened.chunks:
             yield ours(chunk)
+        usage = opened.upstream.usage
         if job.include_usage:
-            usage = opened.upstream.usage
             if usage is None:
                 completion = job.count_tokens("".join(relayed))
                 usage = CloudUsage(prompt_tokens=job.prompt_tokens, completion_tokens=completion)
@@ -151,9 +175,17 @@ async def relay(opened: OpenedStream, job: CloudJob) -> AsyncIterator[bytes]:
         yield sse.DONE
     except GatewayError as exc:  # after the first byte: report in-band
         logger.warning("cloud stream failed after the first byte: %s", exc.message)
+        if job.trace is not None:
+            job.trace.error = exc.code or exc.error_type
         yield sse.event(exc.body())
     finally:
         await opened.upstream.aclose()
+        if usage is None:
+            usage = opened.upstream.usage or CloudUsage(
+                prompt_tokens=job.prompt_tokens,
+                completion_tokens=job.count_tokens("".join(relayed)),
+            )
+        _note(job, opened.started, max(1, opened.upstream.attempts), usage)
 
 
 def stream_response(opened: OpenedStream, job: CloudJob, outcome: Outcome) -> SSEResponse:

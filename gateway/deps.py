@@ -9,8 +9,11 @@ from fastapi import Depends, Request
 
 from gateway.cloud_route import Cloud
 from gateway.hybrid import Dispatcher
+from gateway.ledger.writer import Ledger
+from gateway.metrics import GatewayMetrics
 from gateway.policy_store import PolicyStore
 from gateway.settings import Settings
+from gateway.trace import Recorder
 from local_model.engine import Engine
 
 
@@ -24,6 +27,11 @@ class Services:
     cloud: Cloud | None
     policies: PolicyStore
     dispatcher: Dispatcher
+    #: finishes each request's trace into a record (ledger, metrics, access log)
+    recorder: Recorder
+    metrics: GatewayMetrics
+    #: None when GATEWAY_LEDGER__ENABLED=false
+    ledger: Ledger | None
 
 
 # async on purpose: FastAPI runs plain ``def`` dependencies in a worker thread.

@@ -23,6 +23,7 @@ from gateway.outcome import Outcome
 from gateway.schemas import SamplingFields
 from gateway.settings import Settings
 from gateway.streaming import SSEResponse
+from gateway.trace import RequestTrace
 from local_model import (
     GenerationDone,
     GenerationRequest,
@@ -42,6 +43,8 @@ class LocalJob:
     meta: ResponseMeta
     stream: bool
     include_usage: bool
+    #: where this request's ledger facts go (None outside a traced request)
+    trace: RequestTrace | None = None
 
 
 def sampling_from(body: SamplingFields, settings: Settings) -> SamplingParams:
@@ -110,6 +113,7 @@ def build_job(
     top_logprobs: int,
     engine: Engine,
     settings: Settings,
+    trace: RequestTrace | None = None,
 ) -> LocalJob:
     """Validate a request against the model and limits; raise before any work starts."""
     max_tokens = completion_budget(
@@ -131,12 +135,16 @@ def build_job(
         meta=ResponseMeta.new(kind, body.model, logprobs=logprobs, top_logprobs=top_logprobs),
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        trace=trace,
     )
 
 
 def submit(engine: Engine, job: LocalJob) -> Generation:
     with translate_engine_errors():
-        return engine.submit(job.request)
+        generation = engine.submit(job.request)
+    if job.trace is not None:
+        job.trace.generations.append(generation)
+    return generation
 
 
 @dataclass
@@ -239,19 +247,22 @@ async def stream(
     try:
         if held is not None:
             yield first + _encode(writer, job, held.events)
+            first = b""
             batches = held.rest
         else:
-            if first:
-                yield first
             batches = generation.batches()
-        # One write per delivered batch: each send wakes the client.
+        # One write per delivered batch: each send wakes the client. The role
+        # chunk goes with the first token, so the first byte means a token.
         async for batch in batches:
-            data = _encode(writer, job, batch)
+            data = first + _encode(writer, job, batch)
+            first = b""
             if data:
                 yield data
     except Exception as exc:  # the status line is long gone: report in-band
         error = from_engine_error(exc)
         logger.warning("local stream failed after the first byte: %s", error.message)
+        if job.trace is not None:
+            job.trace.error = error.code or error.error_type
         yield sse.event(error.body())
     finally:
         generation.cancel()

@@ -36,6 +36,11 @@ class ServerSettings(BaseModel):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level of the gateway and uvicorn."
     )
+    access_log: bool = Field(
+        True,
+        description="One JSON line per completion request on stderr (the ledger record's "
+        "fields, no prompt or answer text); replaces uvicorn's plain access log.",
+    )
 
 
 class SamplingDefaults(BaseModel):
@@ -231,6 +236,99 @@ class CloudSettings(BaseModel):
         return secret.get_secret_value() if secret is not None else None
 
 
+class CloudPrice(BaseModel):
+    """A cloud model's list price, in US dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_usd_per_mtok: float = Field(
+        ge=0, allow_inf_nan=False, description="USD per million prompt (input) tokens."
+    )
+    output_usd_per_mtok: float = Field(
+        ge=0, allow_inf_nan=False, description="USD per million completion (output) tokens."
+    )
+
+
+def _default_prices() -> dict[str, CloudPrice]:
+    # OpenAI list prices (standard tier, USD per million tokens) as published in 2025; they
+    # change, so the README tells operators to check them.
+    return {
+        "gpt-4o-mini": CloudPrice(input_usd_per_mtok=0.15, output_usd_per_mtok=0.60),
+        "gpt-4o": CloudPrice(input_usd_per_mtok=2.50, output_usd_per_mtok=10.00),
+        "gpt-4.1": CloudPrice(input_usd_per_mtok=2.00, output_usd_per_mtok=8.00),
+        "gpt-4.1-mini": CloudPrice(input_usd_per_mtok=0.40, output_usd_per_mtok=1.60),
+        "gpt-4.1-nano": CloudPrice(input_usd_per_mtok=0.10, output_usd_per_mtok=0.40),
+    }
+
+
+def _default_price() -> CloudPrice:
+    return _default_prices()["gpt-4o-mini"]
+
+
+class LedgerSettings(BaseModel):
+    """The request ledger: one SQLite row per request, with its costs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True, description="Keep a record of every completion request (and serve /v1/usage)."
+    )
+    path: Path = Field(
+        Path("hybrid-gateway-ledger.sqlite3"),
+        description="SQLite file of the ledger; a relative path is relative to the working "
+        "directory.",
+    )
+    max_queue: int = Field(
+        10_000,
+        ge=1,
+        description="Records waiting to be written; beyond that new records are dropped "
+        "(counted and logged).",
+    )
+    batch_size: int = Field(200, ge=1, description="Most records written in one transaction.")
+    flush_interval_s: float = Field(
+        0.5, gt=0, description="Seconds between writes (sooner when a batch is full)."
+    )
+    prices: dict[str, CloudPrice] = Field(
+        default_factory=_default_prices,
+        description="Cloud prices per model, as JSON "
+        '(e.g. {"my-model": {"input_usd_per_mtok": 1, "output_usd_per_mtok": 2}}); '
+        "replaces the built-in table.",
+        json_schema_extra={"doc_default": "built-in table, see Request ledger"},
+    )
+    default_price: CloudPrice = Field(
+        default_factory=_default_price,
+        description="Price of a cloud model that is not in PRICES, as JSON (default: "
+        "gpt-4o-mini's).",
+        json_schema_extra={"doc_default": _default_price().model_dump_json()},
+    )
+    counterfactual_model: str | None = Field(
+        None,
+        min_length=1,
+        description="Model whose price prices the all-cloud counterfactual; "
+        "unset = GATEWAY_CLOUD__MODEL.",
+    )
+    hardware_usd_per_hour: float = Field(
+        0.05,
+        ge=0,
+        allow_inf_nan=False,
+        description="What the machine costs per hour (amortised), apportioned to requests by "
+        "local compute seconds: an estimate.",
+    )
+    power_watts: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Power drawn while the local model generates; unset = no energy or CO2e "
+        "estimate.",
+    )
+    grid_gco2e_per_kwh: float = Field(
+        400.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Carbon intensity of the electricity (gCO2e per kWh), used with POWER_WATTS.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_",
@@ -244,6 +342,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     cloud: CloudSettings = Field(default_factory=CloudSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
 
 def settings_reference() -> list[tuple[str, str, str]]:
@@ -253,11 +352,21 @@ def settings_reference() -> list[tuple[str, str, str]]:
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, info in model.model_fields.items():
             annotation: Any = info.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            extra = info.json_schema_extra
+            # A documented default stands for the whole field, nested models included (their
+            # parts cannot be set alone, or the default is too long for a table cell).
+            doc_default = extra.get("doc_default") if isinstance(extra, dict) else None
+            if (
+                doc_default is None
+                and isinstance(annotation, type)
+                and issubclass(annotation, BaseModel)
+            ):
                 walk(annotation, f"{prefix}{name.upper()}__")
                 continue
             if info.default_factory is _default_threads:
                 default = "number of CPUs"
+            elif doc_default is not None:
+                default = str(doc_default)
             else:
                 default = str(info.get_default(call_default_factory=True))
             rows.append((f"{prefix}{name.upper()}", default, info.description or ""))

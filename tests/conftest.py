@@ -21,3 +21,9 @@ def llama_engine(model_path: Path) -> Iterator[LlamaEngine]:
     engine = LlamaEngine(EngineConfig(model_path=model_path, n_ctx=2048, max_waiting=2))
     yield engine
     asyncio.run(engine.aclose())
+
+
+@pytest.fixture(autouse=True)
+def _ledger_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps built by tests keep their ledger in the test's own directory."""
+    monkeypatch.setenv("GATEWAY_LEDGER__PATH", str(tmp_path / "ledger.sqlite3"))

@@ -16,6 +16,7 @@ from gateway.errors import ContextLengthExceededError, InvalidRequestError, Mode
 from gateway.hybrid import Call
 from gateway.openai_format import Kind, ResponseMeta
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
+from gateway.trace import current_trace
 from router import Message, RequestFacts
 
 router = APIRouter(tags=["completions"])
@@ -48,6 +49,12 @@ async def _serve(
 ) -> Response:
     policy = services.policies.current  # one policy for the whole request, even across a reload
     engine = services.engine
+    trace = current_trace(request.state)
+    if trace is not None:
+        trace.model = body.model
+        trace.stream = body.stream
+        trace.prompt_tokens = len(prompt)
+        trace.threshold = policy.gate.threshold
     facts = RequestFacts(
         model=body.model,
         messages=messages,
@@ -64,6 +71,8 @@ async def _serve(
         )
     if not cloud_ok:
         decision = dataclasses.replace(decision, cloud_allowed=False)
+    if trace is not None:
+        trace.decision = decision
     local: local_route.LocalJob | None = None
     local_error: ContextLengthExceededError | None = None
     try:
@@ -77,6 +86,7 @@ async def _serve(
             top_logprobs=top_logprobs,
             engine=engine,
             settings=services.settings,
+            trace=trace,
         )
     except ContextLengthExceededError as exc:  # the cloud may still take it
         local_error = exc
@@ -94,6 +104,8 @@ async def _serve(
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         prompt_tokens=len(prompt),
         count_tokens=lambda text: len(engine.tokenizer.tokenize(text)) - 1,  # minus BOS
+        upstream_model=services.settings.cloud.model,
+        trace=trace,
     )
     call = Call(decision=decision, local=local, local_error=local_error, cloud=cloud)
     return await services.dispatcher.serve(request, call, policy)

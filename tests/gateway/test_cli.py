@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,11 +30,11 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.mark.model
-def test_serve_starts_the_gateway_on_the_embedded_model() -> None:
+def test_serve_starts_the_gateway_on_the_embedded_model(tmp_path: Path) -> None:
     port = _free_port()
     process = subprocess.Popen(
         [str(SCRIPT), "serve", "--port", str(port), "--log-level", "warning"],
-        env=_env(GATEWAY_LOCAL__N_CTX="512"),
+        env=_env(GATEWAY_LOCAL__N_CTX="512", GATEWAY_LEDGER__PATH=str(tmp_path / "l.sqlite3")),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -49,12 +51,28 @@ def test_serve_starts_the_gateway_on_the_embedded_model() -> None:
         assert ready.status_code == 200
         assert ready.json()["local"]["n_ctx"] == 512
         assert "Smollm2" in ready.json()["local"]["model"]
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/completions",
+            json={"model": "local", "prompt": "1, 2, 3,", "max_tokens": 3, "temperature": 0},
+            headers={"x-request-id": "cli-test-1"},
+            timeout=60,
+        )
+        assert answer.status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says so.
     assert process.returncode in (0, -signal.SIGTERM), stderr.decode()
     assert b"Traceback" not in stderr
+    # one bare JSON access-log line for the completion
+    lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+    assert [line["request_id"] for line in lines] == ["cli-test-1"]
+    assert lines[0]["route"] == "local" and lines[0]["local_completion_tokens"] == 3
+    # the ledger was flushed on SIGTERM
+    with sqlite3.connect(tmp_path / "l.sqlite3") as db:
+        rows = db.execute("SELECT request_id, status FROM records").fetchall()
+    db.close()
+    assert rows == [("cli-test-1", 200)]
 
 
 def test_serve_refuses_bad_settings_before_loading_anything() -> None:

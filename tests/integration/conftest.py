@@ -54,9 +54,10 @@ class LiveGateway:
 
 
 @pytest.fixture(scope="session")
-def live_gateway() -> Iterator[LiveGateway]:
+def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
     """The real gateway with the real bundled model, under uvicorn."""
-    settings = Settings(local={"n_ctx": 2048, "max_waiting": 8})
+    ledger = tmp_path_factory.mktemp("ledger") / "ledger.sqlite3"
+    settings = Settings(local={"n_ctx": 2048, "max_waiting": 8}, ledger={"path": ledger})
     engines: list[RecordingEngine] = []
 
     def factory(s: Settings) -> RecordingEngine:

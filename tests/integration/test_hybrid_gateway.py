@@ -172,6 +172,7 @@ def hybrid(stand_in_cloud: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             local={"n_ctx": 1024},
             cloud={"base_url": f"{proxy.url}/v1", "model": "stand-in", "api_key": CANARY_KEY},
             policy={"file": policy, "reload_interval_s": 0.1},
+            ledger={"path": policy.with_name("ledger.sqlite3")},
         )
         with ServerThread(create_app(settings)) as gateway:
             yield Hybrid(gateway.url, recorded, policy)

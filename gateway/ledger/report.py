@@ -1,0 +1,196 @@
+"""``hybrid-gateway report``: the ledger as tables, JSON, CSV, JSON lines or a plot.
+
+The tables show the same summary as ``GET /v1/usage`` (``--json`` prints the
+same JSON object as that endpoint); ``--csv`` and ``--jsonl`` export every
+row, record fields then cost fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import textwrap
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from gateway.ledger.store import COLUMN_NAMES, LedgerStoreError, SQLiteStore, StoredRecord
+from gateway.ledger.summary import ROUTES, summarize
+
+Output = Literal["table", "json", "csv", "jsonl"]
+
+
+async def _load(db: Path, since: float | None, until: float | None) -> list[StoredRecord]:
+    store = SQLiteStore(db)
+    try:
+        return await store.query(since=since, until=until)
+    finally:
+        await store.aclose()
+
+
+def load_rows(db: Path, *, since: float | None, until: float | None) -> list[StoredRecord]:
+    """Rows of the ledger file ``db`` in the window; LedgerStoreError if it cannot be read."""
+    return asyncio.run(_load(db, since, until))
+
+
+def iso(moment: float | None, missing: str) -> str:
+    if moment is None:
+        return missing
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join((first, *rest)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _usd(value: float) -> str:
+    return f"{value:.6f}"
+
+
+def format_summary(summary: dict[str, Any], db: Path) -> str:
+    """The summary as plain-text tables."""
+    total = summary["requests"]
+    window = (
+        f"{iso(summary['since'], 'the beginning')} to {iso(summary['until'], 'now')} "
+        "(start inclusive, end exclusive)"
+    )
+    head = [f"ledger: {db}", f"window: {window}"]
+    if total == 0:
+        return "\n".join([*head, "no records in this window", ""])
+    rate = summary["escalation_rate"]
+    escalation = (
+        "no request was judged locally"
+        if rate is None
+        else f"{rate:.1%} ({summary['escalated']} of {summary['judged_locally']} judged locally)"
+    )
+    head.append(
+        f"requests: {total}   degraded: {summary['degraded']}   escalation rate: {escalation}"
+    )
+    route_rows = []
+    for route in ROUTES:
+        count = summary["by_route"][route]
+        if not count:
+            continue
+        latency = summary["latency"].get(route, {})
+        ttft = latency.get("ttft_seconds", {})
+        totals = latency.get("total_seconds", {})
+        route_rows.append(
+            [route, str(count), f"{count / total:.1%}"]
+            + [_seconds(ttft.get(p)) for p in ("p50", "p95", "p99")]
+            + [_seconds(totals.get(p)) for p in ("p50", "p95", "p99")]
+        )
+    routes = _table(
+        ["route", "requests", "share", "ttft p50", "p95", "p99", "total p50", "p95", "p99"],
+        route_rows,
+    )
+    reasons = _table(["reason", "requests"], [[k, str(v)] for k, v in summary["by_reason"].items()])
+    statuses = _table(
+        ["status", "requests"], [[k, str(v)] for k, v in summary["by_status"].items()]
+    )
+    tokens = summary["tokens"]
+    token_table = _table(
+        ["tokens", "local", "cloud"],
+        [
+            ["prompt", str(tokens["local_prompt"]), str(tokens["cloud_prompt"])],
+            ["completion", str(tokens["local_completion"]), str(tokens["cloud_completion"])],
+        ],
+    )
+    cost = summary["cost_usd"]
+    cost_table = _table(
+        ["cost", "USD"],
+        [
+            ["cloud (reported usage x list price)", _usd(cost["cloud"])],
+            ["local (estimate)", _usd(cost["local_estimate"])],
+            ["total", _usd(cost["total"])],
+            ["all-cloud counterfactual", _usd(cost["all_cloud_counterfactual"])],
+            ["savings", _usd(cost["savings"])],
+        ],
+    )
+    energy = summary["energy"]
+    energy_line = (
+        "energy: not estimated (set GATEWAY_LEDGER__POWER_WATTS)"
+        if energy is None
+        else f"energy (estimate): {energy['wh']:.4f} Wh, {energy['gco2e']:.4f} gCO2e "
+        f"({energy['requests']} requests)"
+    )
+    note = textwrap.fill(f"note: {summary['estimates_note']}", width=100)
+    sections = [
+        "\n".join(head),
+        routes + "\n(latency in seconds, nearest-rank percentiles)",
+        reasons,
+        statuses,
+        token_table,
+        cost_table,
+        energy_line,
+        note,
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _csv_value(value: Any) -> Any:
+    # None as an empty cell, like a spreadsheet's blank.
+    return "" if value is None else value
+
+
+def write_csv(rows: Sequence[StoredRecord], out: TextIO) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMN_NAMES)
+    for row in rows:
+        values = row.as_row()
+        writer.writerow([_csv_value(values[name]) for name in COLUMN_NAMES])
+
+
+def write_jsonl(rows: Sequence[StoredRecord], out: TextIO) -> None:
+    for row in rows:
+        out.write(json.dumps(row.as_row()) + "\n")
+
+
+def report(
+    *,
+    db: Path,
+    since: float | None,
+    until: float | None,
+    output: Output,
+    plot: Path | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Run the report; the exit status (1: the ledger cannot be read)."""
+    if not db.is_file():
+        # Opening would create an empty ledger: a mistyped path must not look like no traffic.
+        err.write(f"no ledger database at {db} (see --db / GATEWAY_LEDGER__PATH)\n")
+        return 1
+    try:
+        rows = load_rows(db, since=since, until=until)
+    except LedgerStoreError as exc:
+        err.write(f"cannot read the ledger: {exc}\n")
+        return 1
+    if output == "csv":
+        write_csv(rows, out)
+    elif output == "jsonl":
+        write_jsonl(rows, out)
+    else:
+        summary = summarize(rows, since=since, until=until)
+        if output == "json":
+            out.write(json.dumps(summary) + "\n")
+        else:
+            out.write(format_summary(summary, db))
+    if plot is not None:
+        from gateway.ledger.plot import plot_rows
+
+        plot_rows(rows, plot, since=since, until=until)
+        err.write(f"wrote {plot} ({len(rows)} records)\n")
+    return 0

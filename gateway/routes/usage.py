@@ -1,0 +1,64 @@
+"""``GET /v1/usage``: the request ledger summed over a time window."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from gateway.deps import ServicesDep
+from gateway.errors import InvalidRequestError, ServiceUnavailableError
+from gateway.ledger.store import LedgerStoreError
+from gateway.ledger.summary import parse_bound, summarize
+from gateway.ledger.writer import Ledger
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["usage"])
+
+
+async def get_ledger(services: ServicesDep) -> Ledger | None:
+    return services.ledger
+
+
+LedgerDep = Annotated[Ledger | None, Depends(get_ledger)]
+
+
+def _bound(text: str | None, now: float, param: str) -> float | None:
+    try:
+        return parse_bound(text, now)
+    except ValueError as exc:
+        raise InvalidRequestError(f"invalid value for '{param}': {exc}", param=param) from None
+
+
+@router.get("/v1/usage")
+async def usage(ledger: LedgerDep, since: str = "24h", until: str | None = None) -> dict[str, Any]:
+    """Requests, routes, latencies, tokens and costs with ``since <= started_at < until``.
+
+    ``since``/``until``: a duration back from now (``90s``, ``30m``, ``24h``, ``7d``),
+    an ISO-8601 timestamp (UTC unless it has an offset), or ``all``.
+    """
+    if ledger is None:
+        # Disabled by configuration, not a passing condition: 404, as for an absent route.
+        raise HTTPException(
+            404, "the request ledger is disabled (GATEWAY_LEDGER__ENABLED=false): no usage data"
+        )
+    now = time.time()
+    start = _bound(since, now, "since")
+    end = _bound(until, now, "until")
+    # Records queued a moment ago belong in the answer.
+    await ledger.flush()
+    try:
+        rows = await ledger.store.query(since=start, until=end)
+    except LedgerStoreError as exc:
+        logger.warning("usage: reading the ledger failed: %s", exc)
+        raise ServiceUnavailableError(
+            "the request ledger cannot be read right now",
+            retry_after_seconds=5,
+            code="ledger_unavailable",
+        ) from exc
+    # Summing a busy day's rows takes a while: not on the event loop.
+    return await asyncio.to_thread(summarize, rows, since=start, until=end)

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from gateway.ledger.cost import Costs
+from gateway.ledger.record import LedgerRecord
+from gateway.ledger.store import COLUMN_NAMES, LedgerStoreError, SQLiteStore, StoredRecord
+from tests.gateway.ledger.rows import costs, row
+
+EVERY_FIELD_SET = StoredRecord(
+    LedgerRecord(
+        request_id="req-full",
+        started_at=1_800_000_123.456789,
+        endpoint="text",
+        model="gpt-4o-mini",
+        stream=True,
+        status=200,
+        error=None,
+        route="local->cloud",
+        reason="default",
+        degraded="cloud-error",
+        privacy_match="email",
+        prompt_tokens=42,
+        confidence=-3.25,
+        threshold=-3.0,
+        local_prompt_tokens=40,
+        local_completion_tokens=7,
+        local_seconds=0.123456,
+        local_queue_seconds=0.5,
+        cloud_model="gpt-4o",
+        cloud_prompt_tokens=45,
+        cloud_completion_tokens=99,
+        cloud_seconds=1.75,
+        cloud_attempts=2,
+        ttft_seconds=0.333,
+        total_seconds=2.5,
+        key_id="key-7",
+    ),
+    Costs(
+        cloud_usd=0.0011025,
+        local_usd=1.7e-6,
+        local_energy_wh=0.001,
+        local_gco2e=0.0004,
+        counterfactual_usd=0.0011025,
+        savings_usd=-1.7e-6,
+    ),
+)
+NONES = row(
+    route=None,
+    reason=None,
+    status=499,
+    error="client_disconnected",
+    endpoint="chat",
+    model="",
+    stream=False,
+)
+
+
+def _pragma(path: Path, name: str) -> object:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        return connection.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def test_columns_are_every_record_and_cost_field() -> None:
+    expected = [f.name for f in fields(LedgerRecord)] + [f.name for f in fields(Costs)]
+    assert list(COLUMN_NAMES) == expected
+
+
+async def test_round_trip_of_every_field(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    try:
+        await store.write([EVERY_FIELD_SET, NONES])
+        assert await store.query() == [NONES, EVERY_FIELD_SET]  # oldest first
+    finally:
+        await store.aclose()
+
+
+async def test_wal_journal(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    store = SQLiteStore(path)
+    try:
+        await store.write([NONES])
+    finally:
+        await store.aclose()
+    assert _pragma(path, "journal_mode") == "wal"
+
+
+async def test_schema_creation_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    for n in range(2):
+        store = SQLiteStore(path)
+        try:
+            await store.write([row(request_id=f"req-{n}")])
+            assert [r.record.request_id for r in await store.query()] == ["req-0", "req-1"][: n + 1]
+        finally:
+            await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        indexes = {r[1] for r in connection.execute("PRAGMA index_list(records)")}
+    assert {"records_started_at", "records_route_started_at"} <= indexes
+
+
+async def test_query_window_is_since_inclusive_until_exclusive(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    try:
+        await store.write([row(request_id=str(t), started_at=float(t)) for t in (300, 100, 200)])
+
+        async def ids(**window: float) -> list[str]:
+            return [r.record.request_id for r in await store.query(**window)]
+
+        assert await ids() == ["100", "200", "300"]
+        assert await ids(since=200) == ["200", "300"]
+        assert await ids(until=300) == ["100", "200"]
+        assert await ids(since=150, until=250) == ["200"]
+        assert await ids(since=400) == []
+    finally:
+        await store.aclose()
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    store = SQLiteStore(path)
+    await store.write([NONES])
+    await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute("UPDATE schema_version SET version = 2")
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(LedgerStoreError, match="schema version 2"):
+            await store.query()
+    finally:
+        await store.aclose()
+
+
+async def test_unwritable_path_raises_a_store_error(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)  # a directory
+    try:
+        with pytest.raises(LedgerStoreError, match="unable to open"):
+            await store.write([NONES])
+    finally:
+        await store.aclose()
+
+
+async def test_a_failed_batch_writes_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    bad = row(costs=costs(cloud_usd=None))  # NOT NULL column: the whole batch is refused
+    try:
+        with pytest.raises(LedgerStoreError, match="NOT NULL"):
+            await store.write([row(request_id="good"), bad])
+        assert await store.query() == []
+        await store.write([row(request_id="good")])
+        assert [r.record.request_id for r in await store.query()] == ["good"]
+    finally:
+        await store.aclose()
+
+
+async def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    await store.aclose()
+    await store.aclose()  # twice is fine
+    with pytest.raises(LedgerStoreError, match="closed"):
+        await store.write([NONES])
