@@ -211,3 +211,20 @@ def test_one_record_per_request_under_a_mix(run: Run, engine: FakeEngine) -> Non
     rows = run(go)
     assert len(rows) == 6
     assert len({r["request_id"] for r in rows}) == 6
+
+
+def test_serving_goes_on_when_the_ledger_cannot_write(tmp_path: Path, engine: FakeEngine) -> None:
+    # the "database file" is a directory: every write fails
+    unwritable = tmp_path / "not-a-file.sqlite3"
+    unwritable.mkdir()
+    settings = Settings(ledger={"path": unwritable}, cloud={"model": "gpt-4o-mini"})
+    app = create_app(settings, engine_factory=lambda _: engine, cloud_factory=lambda _: None)
+    with TestClient(app) as client:
+        for _ in range(3):
+            response = client.post("/v1/chat/completions", json=_chat(model="local"))
+            assert response.status_code == 200
+        assert client.get("/readyz").status_code == 200
+        metrics = client.get("/metrics").text
+    # nothing was written, and the loss is visible: queued or dropped, never silent
+    assert "hybrid_gateway_ledger_queue_depth" in metrics
+    assert "hybrid_gateway_requests_total" in metrics
