@@ -80,6 +80,8 @@ async def complete(request: Request, cloud: Cloud, job: CloudJob, outcome: Outco
         _note(job, started, 1, None)
         raise
     _note(job, started, result.attempts, result.usage)
+    if job.trace is not None:
+        job.trace.answer(_text_of(result.body, key="message"))
     return JSONResponse({**result.body, **outcome.body_field()}, headers=outcome.headers())
 
 
@@ -122,10 +124,11 @@ async def open_stream(request: Request, cloud: Cloud, job: CloudJob) -> OpenedSt
     return OpenedStream(upstream, chunks, first, started)
 
 
-def _text_of(chunk: dict[str, Any]) -> str:
+def _text_of(chunk: dict[str, Any], key: str = "delta") -> str:
+    """The text of a chunk (``delta``) or of a whole answer (``message``)."""
     parts: list[str] = []
     for choice in chunk.get("choices") or ():
-        delta = choice.get("delta")
+        delta = choice.get(key)
         text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
         if isinstance(text, str):
             parts.append(text)
@@ -186,6 +189,8 @@ async def relay(opened: OpenedStream, job: CloudJob) -> AsyncIterator[bytes]:
                 completion_tokens=job.count_tokens("".join(relayed)),
             )
         _note(job, opened.started, max(1, opened.upstream.attempts), usage)
+        if job.trace is not None:
+            job.trace.answer("".join(relayed))
 
 
 def stream_response(opened: OpenedStream, job: CloudJob, outcome: Outcome) -> SSEResponse:

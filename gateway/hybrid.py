@@ -23,7 +23,6 @@ from gateway.errors import (
     UpstreamTimeoutError,
 )
 from gateway.local_route import HeldBack, LocalJob
-from gateway.openai_format import completion_body
 from gateway.outcome import Outcome
 from local_model import GenerationResult
 from local_model.engine import Engine
@@ -190,7 +189,7 @@ def _answer(
     if job.stream:
         return local_route.stream_response(generation, job, outcome, held)
     assert result is not None
-    body = completion_body(job.meta, result, outcome.body_field())
+    body = local_route.body_of(job, result, outcome.body_field())
     return JSONResponse(body, headers=outcome.headers())
 
 

@@ -216,6 +216,12 @@ async def run_to_end(
 async def complete(generation: Generation, job: LocalJob, extra: dict[str, Any]) -> dict[str, Any]:
     with translate_engine_errors():
         result = await generation.result()
+    return body_of(job, result, extra)
+
+
+def body_of(job: LocalJob, result: GenerationResult, extra: dict[str, Any]) -> dict[str, Any]:
+    if job.trace is not None:
+        job.trace.answer(result.text)
     return completion_body(job.meta, result, extra)
 
 
@@ -242,10 +248,14 @@ async def stream(
 ) -> AsyncIterator[bytes]:
     """SSE bytes for one generation; errors after the first byte become an error event."""
     writer = ChunkWriter(job.meta, include_usage=job.include_usage)
+    keep = job.trace is not None and job.trace.store_content
+    sent: list[str] = []
     start = writer.start()
     first = sse.event(start) if start is not None else b""
     try:
         if held is not None:
+            if keep:
+                sent.extend(e.text for e in held.events)
             yield first + _encode(writer, job, held.events)
             first = b""
             batches = held.rest
@@ -254,6 +264,8 @@ async def stream(
         # One write per delivered batch: each send wakes the client. The role
         # chunk goes with the first token, so the first byte means a token.
         async for batch in batches:
+            if keep:
+                sent.extend(e.text for e in batch)
             data = first + _encode(writer, job, batch)
             first = b""
             if data:
@@ -266,6 +278,8 @@ async def stream(
         yield sse.event(error.body())
     finally:
         generation.cancel()
+        if keep and job.trace is not None:
+            job.trace.answer("".join(sent))
 
 
 def stream_response(

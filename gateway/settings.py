@@ -270,6 +270,11 @@ class LedgerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    store_content: bool = Field(
+        False,
+        description="Opt-in: also store each prompt and answer in the ledger, with what the "
+        "policy's privacy floor detects masked as [name]. Never written to the access log.",
+    )
     enabled: bool = Field(
         True, description="Keep a record of every completion request (and serve /v1/usage)."
     )

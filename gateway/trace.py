@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ access_log = logging.getLogger("gateway.access")
 _PATHS: dict[str, Endpoint] = {"/v1/chat/completions": "chat", "/v1/completions": "text"}
 # Enough of a refused body to read its model id and stream flag.
 _PEEK_BYTES = 65536
+# Never in the access log, whatever the ledger keeps.
+_CONTENT_FIELDS = ("prompt_text", "completion_text")
 # How long a finished response waits for its local generation to stop.
 _GENERATION_GRACE_S = 30.0
 
@@ -67,6 +70,21 @@ class RequestTrace:
     first_byte: float | None = None
     ended: float | None = None
     finished_body: bool = False
+    #: GATEWAY_LEDGER__STORE_CONTENT: keep the (masked) prompt and answer
+    store_content: bool = False
+    mask: Callable[[str], str] | None = None
+    prompt_text: str | None = None
+    completion_text: str | None = None
+
+    def answer(self, text: str) -> None:
+        """The answer as the client received it (kept only with store_content)."""
+        if self.store_content:
+            self.completion_text = text
+
+    def _masked(self, text: str | None) -> str | None:
+        if not self.store_content or text is None:
+            return None
+        return self.mask(text) if self.mask is not None else text
 
     def cloud_call(
         self, model: str, seconds: float, attempts: int, usage: CloudUsage | None
@@ -116,6 +134,8 @@ class RequestTrace:
             cloud_attempts=self.cloud_attempts,
             ttft_seconds=self.first_byte - self.started if self.first_byte is not None else None,
             total_seconds=ended - self.started,
+            prompt_text=self._masked(self.prompt_text),
+            completion_text=self._masked(self.completion_text),
         )
 
 
@@ -175,7 +195,7 @@ class Recorder:
                 logger.exception("metrics could not count request %s", record.request_id)
         if access_log.isEnabledFor(logging.INFO):
             line = {
-                **record.__dict__,
+                **{k: v for k, v in record.__dict__.items() if k not in _CONTENT_FIELDS},
                 "cost_usd": costs.cloud_usd + costs.local_usd,
                 "savings_usd": costs.savings_usd,
             }

@@ -41,6 +41,18 @@ class Detector:
             return self.pattern.search(text) is not None
         return any(self.check(match.group()) for match in self.pattern.finditer(text))
 
+    def mask(self, text: str) -> str:
+        """``text`` with every accepted match replaced by ``[name]``."""
+        if self.needs_one_of and not any(hint in text for hint in self.needs_one_of):
+            return text
+
+        def replace(match: re.Match[str]) -> str:
+            if self.check is not None and not self.check(match.group()):
+                return match.group()
+            return f"[{self.name}]"
+
+        return self.pattern.sub(replace, text)
+
 
 def luhn_valid(digits: str) -> bool:
     total = 0
@@ -194,6 +206,19 @@ class PrivacyPolicy(Section):
     def model_post_init(self, context: object, /) -> None:
         # Compile at load time, not on the first request.
         self._detectors, self._keyword_lists  # noqa: B018
+
+    def mask(self, text: str) -> str:
+        """``text`` with everything a detector or keyword list finds replaced by ``[name]``.
+
+        For storing content (an opt-in of the ledger), not for deciding: it
+        applies every detector, whatever the scope.
+        """
+        for detector in self._detectors:
+            text = detector.mask(text)
+        for name, matcher in self._keyword_lists:
+            # the matcher searches lower-cased text; masking must keep the original case
+            text = re.sub(matcher.pattern.pattern, f"[{name}]", text, flags=re.IGNORECASE)
+        return text
 
     def first_match(self, facts: RequestFacts) -> str | None:
         """The name of the first detector that finds something, or None: built-in

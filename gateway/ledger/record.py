@@ -57,3 +57,8 @@ class LedgerRecord:
     total_seconds: float
     #: id of the client key, once authentication exists
     key_id: str | None = None
+    #: the conversation / prompt, privacy-floor matches masked; only with
+    #: GATEWAY_LEDGER__STORE_CONTENT=true (never in the access log)
+    prompt_text: str | None = None
+    #: the answer as sent, masked the same way; same opt-in
+    completion_text: str | None = None

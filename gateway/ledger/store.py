@@ -58,6 +58,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("ttft_seconds", "REAL"),
     ("total_seconds", "REAL NOT NULL"),
     ("key_id", "TEXT"),
+    ("prompt_text", "TEXT"),
+    ("completion_text", "TEXT"),
     ("cloud_usd", "REAL NOT NULL"),
     ("local_usd", "REAL NOT NULL"),
     ("local_energy_wh", "REAL"),

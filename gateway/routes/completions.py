@@ -55,6 +55,10 @@ async def _serve(
         trace.stream = body.stream
         trace.prompt_tokens = len(prompt)
         trace.threshold = policy.gate.threshold
+        if services.settings.ledger.store_content:
+            trace.store_content = True
+            trace.mask = policy.privacy.mask
+            trace.prompt_text = "\n".join(f"{m.role}: {m.content}" for m in messages)
     facts = RequestFacts(
         model=body.model,
         messages=messages,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -228,3 +229,38 @@ def test_serving_goes_on_when_the_ledger_cannot_write(tmp_path: Path, engine: Fa
     # nothing was written, and the loss is visible: queued or dropped, never silent
     assert "hybrid_gateway_ledger_queue_depth" in metrics
     assert "hybrid_gateway_requests_total" in metrics
+
+
+def test_content_is_stored_masked_only_when_asked(
+    tmp_path: Path, engine: FakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+
+    def rows_with(store_content: bool) -> list[dict[str, Any]]:
+        db = tmp_path / f"content-{store_content}.sqlite3"
+        settings = Settings(ledger={"path": db, "store_content": store_content})
+        app = create_app(settings, engine_factory=lambda _: engine, cloud_factory=lambda _: None)
+        engine.enqueue(["Write to ", "a@b.example", " today"], logprobs=[-0.1] * 3)
+        engine.enqueue(["x", "y"], logprobs=[-0.1] * 2)
+        with TestClient(app) as client:
+            client.post(
+                "/v1/chat/completions", json=_chat("my mail is jane@doe.example", model="local")
+            )
+            with client.stream(
+                "POST", "/v1/chat/completions", json=_chat("hi", model="local", stream=True)
+            ) as response:
+                response.read()
+        with sqlite3.connect(db) as connection:
+            connection.row_factory = sqlite3.Row
+            rows = [dict(r) for r in connection.execute("SELECT * FROM records ORDER BY id")]
+        connection.close()
+        return rows
+
+    plain, streamed = rows_with(True)
+    assert plain["prompt_text"] == "user: my mail is [email]"
+    assert plain["completion_text"] == "Write to [email] today"
+    assert (streamed["prompt_text"], streamed["completion_text"]) == ("user: hi", "xy")
+    assert all(r["prompt_text"] is None and r["completion_text"] is None for r in rows_with(False))
+    access = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert len(access) == 4
+    assert not any("jane" in line or "prompt_text" in line for line in access)

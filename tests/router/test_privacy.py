@@ -150,3 +150,24 @@ def test_built_ins_then_keywords_then_patterns() -> None:
     )
     assert policy.decide(facts("zebra")) == _floor("a-word")
     assert policy.decide(facts("zebra me@example.com")) == _floor("email")
+
+
+def test_mask_replaces_what_every_detector_finds() -> None:
+    from router import parse_policy
+
+    policy = parse_policy(
+        "privacy:\n"
+        "  detectors: [email, phone, credit_card]\n"
+        "  keywords: {project: [Bluebird]}\n"
+        "  patterns: {employee: 'EMP-[0-9]{6}'}\n"
+        "  scope: last_user\n"
+    )
+    text = (
+        "Mail jane@x.org or call +1 415 555 0100, card 4111 1111 1111 1111, "
+        "not 1234 5678 9012 3456; BLUEBIRD EMP-123456"
+    )
+    assert policy.privacy.mask(text) == (
+        "Mail [email] or call [phone], card [credit_card], "
+        "not 1234 5678 9012 3456; [project] [employee]"
+    )
+    assert policy.privacy.mask("nothing to hide") == "nothing to hide"
