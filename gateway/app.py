@@ -91,12 +91,13 @@ def create_app(
         ledger = open_ledger(settings)
         if ledger is not None:
             await ledger.start()
-        metrics = GatewayMetrics()
-        metrics.bind(
-            engine_status=engine.status,
-            breaker_state=cloud.breaker_state if cloud is not None else None,
-            ledger_stats=(lambda: (ledger.queue_depth, ledger.dropped)) if ledger else None,
-        )
+        metrics = GatewayMetrics() if settings.server.metrics else None
+        if metrics is not None:
+            metrics.bind(
+                engine_status=engine.status,
+                breaker_state=cloud.breaker_state if cloud is not None else None,
+                ledger_stats=(lambda: (ledger.queue_depth, ledger.dropped)) if ledger else None,
+            )
         recorder = Recorder(settings, ledger=ledger, metrics=metrics)
         services = Services(
             settings=settings,

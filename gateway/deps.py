@@ -29,7 +29,8 @@ class Services:
     dispatcher: Dispatcher
     #: finishes each request's trace into a record (ledger, metrics, access log)
     recorder: Recorder
-    metrics: GatewayMetrics
+    #: None when GATEWAY_SERVER__METRICS=false
+    metrics: GatewayMetrics | None
     #: None when GATEWAY_LEDGER__ENABLED=false
     ledger: Ledger | None
 

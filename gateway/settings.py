@@ -36,6 +36,9 @@ class ServerSettings(BaseModel):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level of the gateway and uvicorn."
     )
+    metrics: bool = Field(
+        True, description="Count requests for Prometheus and serve /metrics (false: 404)."
+    )
     access_log: bool = Field(
         True,
         description="One JSON line per completion request on stderr (the ledger record's "

@@ -76,3 +76,20 @@ def test_text_completion_stream(client: TestClient, engine: FakeEngine) -> None:
         text = response.read().decode()
     assert text.endswith("data: [DONE]\n\n")
     assert '"object":"text_completion"' in text
+
+
+def test_metrics_can_be_switched_off(engine: FakeEngine) -> None:
+    from gateway import Settings, create_app
+
+    app = create_app(Settings(server={"metrics": False}), engine_factory=lambda _: engine)
+    with TestClient(app) as client:
+        assert (
+            client.post(
+                "/v1/chat/completions",
+                json={"model": "local", "messages": [{"role": "user", "content": "hi"}]},
+            ).status_code
+            == 200
+        )
+        off = client.get("/metrics")
+    assert off.status_code == 404
+    assert "GATEWAY_SERVER__METRICS" in off.json()["error"]["message"]
