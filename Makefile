@@ -73,6 +73,7 @@ test: lint typecheck pytest
 bench: install-dev
 	$(BIN)/python bench/local_path.py --rounds 5
 	$(BIN)/python bench/cloud_overhead.py
+	$(BIN)/python bench/ledger_overhead.py
 	$(BIN)/python bench/router_decision.py
 
 clean:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -109,6 +110,10 @@ def create_app(
             metrics=metrics,
             ledger=ledger,
         )
+        # Everything allocated so far lives as long as the process: keep the
+        # collector from rescanning it (full collections paused the loop ~56 ms).
+        gc.collect()
+        gc.freeze()
         loop = asyncio.get_running_loop()
         watcher = None
         if settings.policy.file is not None:

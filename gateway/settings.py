@@ -161,7 +161,10 @@ class CloudSettings(BaseModel):
     )
     max_connections: int = Field(100, ge=1, description="Most open connections to the cloud.")
     max_keepalive_connections: int = Field(
-        20, ge=0, description="Idle connections kept open for reuse."
+        100,
+        ge=0,
+        description="Connections kept open for reuse (httpcore counts busy ones too, so "
+        "anything below MAX_CONNECTIONS closes connections needlessly under load).",
     )
     max_attempts: int = Field(
         3,

@@ -139,6 +139,18 @@ class RequestTrace:
         )
 
 
+class _JsonLine:
+    """Dumped only when a handler formats it (off the event loop with the CLI's handler)."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return json.dumps(self.fields, separators=(",", ":"))
+
+
 def current_trace(scope_state: Any) -> RequestTrace | None:
     trace = getattr(scope_state, "trace", None)
     return trace if isinstance(trace, RequestTrace) else None
@@ -161,6 +173,10 @@ class Recorder:
         self.finished = 0
 
     def finish(self, trace: RequestTrace) -> None:
+        if all(g.wait_finished(0) is not None for g in trace.generations if not g.failed):
+            # The usual case (cloud answers, finished local ones): no task needed.
+            self._write(trace, [d for g in trace.generations if (d := g.final_done) is not None])
+            return
         task = asyncio.get_running_loop().create_task(self._finish(trace))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -171,6 +187,9 @@ class Recorder:
             with contextlib.suppress(Exception):
                 # A failed generation left no stats; a departed client's stops within a token.
                 done.append(await asyncio.wait_for(generation.finished(), _GENERATION_GRACE_S))
+        self._write(trace, done)
+
+    def _write(self, trace: RequestTrace, done: list[GenerationDone]) -> None:
         try:
             record = trace.to_record(done)
             costs = self._price(
@@ -199,7 +218,7 @@ class Recorder:
                 "cost_usd": costs.cloud_usd + costs.local_usd,
                 "savings_usd": costs.savings_usd,
             }
-            access_log.info("%s", json.dumps(line, separators=(",", ":")))
+            access_log.info("%s", _JsonLine(line))
 
     async def drain(self, timeout: float = _GENERATION_GRACE_S) -> None:
         """Wait for records still being finished (graceful shutdown)."""

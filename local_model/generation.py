@@ -136,6 +136,16 @@ class Generation:
         """The last event, whether or not anyone consumed the stream."""
         return await asyncio.shield(self._outcome)
 
+    @property
+    def failed(self) -> bool:
+        return isinstance(self._final, BaseException)
+
+    @property
+    def final_done(self) -> GenerationDone | None:
+        """The last event if the generation ended normally (from any thread, no waiting)."""
+        final = self._final
+        return final if isinstance(final, GenerationDone) else None
+
     def wait_finished(self, timeout: float | None = None) -> GenerationDone | None:
         """Block (from any thread but the loop's) until the generation ended."""
         if not self._ended.wait(timeout):

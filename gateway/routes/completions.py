@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -23,6 +25,19 @@ router = APIRouter(tags=["completions"])
 
 # llama.cpp-server sampling extensions an OpenAI upstream would refuse.
 _LOCAL_ONLY_FIELDS = {"top_k", "min_p", "repeat_penalty"}
+
+
+# Tokenizing ~8 kB takes a few ms of C that would stall every other request on the
+# loop; a thread hop costs more than that for short prompts, so only long ones move.
+_LONG_PROMPT_CHARS = 8192
+T = TypeVar("T")
+A = TypeVar("A")
+
+
+async def _off_loop_if_long(tokenize: Callable[[A], T], prompt: A, size: int) -> T:
+    if size < _LONG_PROMPT_CHARS:
+        return tokenize(prompt)
+    return await asyncio.to_thread(tokenize, prompt)
 
 
 def _chat_messages(body: ChatCompletionRequest) -> list[local_model.ChatMessage]:
@@ -123,7 +138,9 @@ async def create_chat_completion(
         raise InvalidRequestError("top_logprobs requires logprobs=true", param="top_logprobs")
     chat = _chat_messages(body)
     try:
-        prompt = services.engine.tokenizer.tokenize_chat(chat)
+        prompt = await _off_loop_if_long(
+            services.engine.tokenizer.tokenize_chat, chat, sum(len(m.content) for m in chat)
+        )
     except ValueError as exc:  # the GGUF's template refused the conversation
         raise InvalidRequestError(
             f"the chat template rejected the messages: {exc}", param="messages"
@@ -148,12 +165,9 @@ async def create_completion(
 ) -> Response:
     tokenizer = services.engine.tokenizer
     prompt_is_ids = False
-    if isinstance(body.prompt, str):
-        text = body.prompt
-        prompt = tokenizer.tokenize(text)
-    elif isinstance(body.prompt[0], str):
-        text = str(body.prompt[0])
-        prompt = tokenizer.tokenize(text)
+    if isinstance(body.prompt, str) or isinstance(body.prompt[0], str):
+        text = body.prompt if isinstance(body.prompt, str) else str(body.prompt[0])
+        prompt = await _off_loop_if_long(tokenizer.tokenize, text, len(text))
     else:
         prompt = [int(t) for t in body.prompt]
         n_vocab = services.engine.info.n_vocab

@@ -1,0 +1,140 @@
+"""Ledger and metrics cost: the gateway with its bookkeeping on vs off, in one run.
+
+Two gateway processes in front of the same fast mock upstream (the cloud
+route: nothing else is slow there, so bookkeeping shows the most):
+
+* on   as shipped: ledger (SQLite, batched writer), Prometheus metrics, JSON access log
+* off  GATEWAY_LEDGER__ENABLED=false, GATEWAY_SERVER__METRICS=false,
+       GATEWAY_SERVER__ACCESS_LOG=false
+
+Blocks of requests alternate between them (order rotated) at each
+concurrency; the report gives throughput on/off with the per-round range and
+the added p50/p99. Target: bookkeeping costs <= 3% of throughput (LiteLLM's own
+bar for a logging callback is 10%).
+
+Usage: python bench/ledger_overhead.py [--rounds 4] [--concurrency 1 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cloud_overhead import (  # noqa: E402  (a sibling script, not a package)
+    BODY,
+    POLICY,
+    Series,
+    Server,
+    _clients,
+    _loadavg,
+    check_policy,
+    percentile,
+    run,
+    run_block,
+    sender,
+    start_gateway,
+    start_mock,
+)
+
+OFF = {
+    "GATEWAY_LEDGER__ENABLED": "false",
+    "GATEWAY_SERVER__METRICS": "false",
+    "GATEWAY_SERVER__ACCESS_LOG": "false",
+}
+PLAN = {1: 400, 16: 2000}
+
+
+async def measure(
+    gateways: dict[str, Server], plan: dict[int, int], rounds: int
+) -> dict[int, dict[str, Series]]:
+    results: dict[int, dict[str, Series]] = {}
+    for index, (concurrency, total) in enumerate(plan.items()):
+        clients = {name: _clients(g.url, concurrency, shared=False) for name, g in gateways.items()}
+        send = sender("/v1/chat/completions", BODY, stream=False, gateway=True)
+        series = {name: Series() for name in gateways}
+        try:
+            for name in gateways:  # warm-up
+                await run_block(clients[name], send, max(50, 4 * concurrency), {})
+            for round_ in range(rounds):
+                order = list(gateways)
+                if (round_ + index) % 2:
+                    order.reverse()
+                for name in order:
+                    block = await run_block(clients[name], send, total, {name: gateways[name]})
+                    series[name].blocks.append(block)
+        finally:
+            for client in {c for cs in clients.values() for c in cs}:
+                await client.aclose()
+        results[concurrency] = series
+    return results
+
+
+def report(results: dict[int, dict[str, Series]]) -> None:
+    print()
+    print("   conc | req/s off  req/s on | on/off [rounds]      | p50 off/on ms | p99 off/on ms")
+    for concurrency, series in results.items():
+        off, on = series["off"], series["on"]
+        rps = {name: s.requests / sum(b.wall for b in s.blocks) for name, s in series.items()}
+        per_round = sorted(
+            (len(a.latencies) / a.wall) / (len(b.latencies) / b.wall)
+            for a, b in zip(on.blocks, off.blocks, strict=True)
+        )
+        lat = {name: [x * 1e3 for x in s.latencies] for name, s in series.items()}
+        print(
+            f"   {concurrency:4} | {rps['off']:9.0f} {rps['on']:9.0f} | "
+            f"{rps['on'] / rps['off']:.3f} [{per_round[0]:.3f}-{per_round[-1]:.3f}] | "
+            f"{percentile(lat['off'], 0.5):5.2f}/{percentile(lat['on'], 0.5):5.2f}   | "
+            f"{percentile(lat['off'], 0.99):6.2f}/{percentile(lat['on'], 0.99):6.2f}"
+        )
+        errors = off.errors + on.errors
+        if errors:
+            print(f"          errors: {dict(errors)}")
+    print("   target: on/off >= 0.97 (bookkeeping costs <= 3% of throughput)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(PLAN))
+    args = parser.parse_args()
+    plan = {c: PLAN.get(c, max(PLAN.values())) for c in args.concurrency}
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()}; "
+        f"load average {_loadavg()}"
+    )
+    print(
+        f"plan: {args.rounds} rounds x (on, off) blocks, order rotated; requests per block: "
+        + ", ".join(f"c={c}: {n}" for c, n in plan.items())
+        + "; cloud route to a mock upstream (same harness as bench/cloud_overhead.py)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        policy = workdir / "cloud-only.yaml"
+        policy.write_text(POLICY)
+        check_policy(policy)
+        servers: list[Server] = []
+        try:
+            mock = start_mock(workdir)
+            servers.append(mock)
+            (workdir / "on").mkdir()
+            (workdir / "off").mkdir()
+            on = start_gateway(mock, policy, {}, workdir / "on")
+            servers.append(on)
+            off = start_gateway(mock, policy, OFF, workdir / "off")
+            servers.append(off)
+            results = run(measure({"on": on, "off": off}, plan, args.rounds))
+        finally:
+            for server in reversed(servers):
+                server.close()
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
