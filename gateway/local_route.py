@@ -164,7 +164,10 @@ class HeldBack:
 
 
 async def hold_back(generation: Generation, tokens: int, floor: float | None) -> HeldBack:
-    """Collect at least ``tokens`` tokens (or all of a shorter answer) without sending any."""
+    """Collect at least ``tokens`` tokens (or all of a shorter answer) without sending any.
+
+    ``tokens == 0`` collects the whole answer (the policy's "judge it all" setting).
+    """
     batches = generation.batches()
     held = HeldBack([], batches, finished=False, aborted=False)
     count = 0

@@ -173,7 +173,7 @@ class Recorder:
         self.finished = 0
 
     def finish(self, trace: RequestTrace) -> None:
-        if all(g.wait_finished(0) is not None for g in trace.generations if not g.failed):
+        if all(g.ended for g in trace.generations):
             # The usual case (cloud answers, finished local ones): no task needed.
             self._write(trace, [d for g in trace.generations if (d := g.final_done) is not None])
             return

@@ -137,8 +137,9 @@ class Generation:
         return await asyncio.shield(self._outcome)
 
     @property
-    def failed(self) -> bool:
-        return isinstance(self._final, BaseException)
+    def ended(self) -> bool:
+        """The producer is done (finished or failed); never blocks, any thread."""
+        return self._final is not None
 
     @property
     def final_done(self) -> GenerationDone | None:

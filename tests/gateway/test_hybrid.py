@@ -335,3 +335,23 @@ def test_readyz_reports_cloud_circuit_and_policy(make_client: Maker, cloud) -> N
     body = make_client().get("/readyz").json()
     assert body["cloud"] == {"configured": True, "circuit": {"state": "closed"}}
     assert body["policy"]["file"].endswith("policy.yaml")
+
+
+def test_holdback_zero_judges_the_whole_streamed_answer(
+    tmp_path: Path, engine: FakeEngine, cloud: FakeCloud
+) -> None:
+    policy = tmp_path / "whole.yaml"
+    policy.write_text(
+        "version: 1\ndefault: local_then_check\ngate: {threshold: -2.0, holdback_tokens: 0}\n"
+    )
+    app = create_app(
+        Settings(policy={"file": policy}),
+        engine_factory=lambda _: engine,
+        cloud_factory=lambda _: cloud,
+    )
+    # the weak token comes late: only a whole-answer judgement sees it
+    engine.enqueue(["a"] * 30 + ["b"], logprobs=[-0.1] * 30 + [-5.0])
+    with TestClient(app) as client:
+        with client.stream("POST", "/v1/chat/completions", json=_chat(stream=True)) as response:
+            assert response.headers["x-hybrid-route"] == "local->cloud"
+            assert _text(_sse(response)) == "Cloud answer"
