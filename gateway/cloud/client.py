@@ -1,4 +1,4 @@
-"""The cloud upstream: an OpenAI-compatible API behind one pooled httpx client.
+"""The cloud upstream: an OpenAI-compatible API behind a pool of single-connection clients.
 
 Every call is bounded three ways: httpx's connect timeout, its read timeout
 (per chunk), and a total deadline over the whole request (retries, waits and,
@@ -24,6 +24,7 @@ import httpx
 from gateway.cloud import failures
 from gateway.cloud.breaker import CircuitBreaker, Permit
 from gateway.cloud.failures import Failure
+from gateway.cloud.pool import ClientPool, SharedTransport
 from gateway.cloud.results import CloudResult, CloudUsage, usage_from
 from gateway.cloud.retry import RetryPolicy
 from gateway.cloud.sse_parse import iter_chunks
@@ -85,22 +86,32 @@ class CloudClient:
         if self._key:
             # httpx masks Authorization in reprs of its Headers.
             headers["Authorization"] = f"Bearer {self._key}"
-        self._http = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout_s,
-                read=settings.read_timeout_s,
-                write=settings.read_timeout_s,
-                # A full pool is local saturation: fail fast instead of queueing.
-                pool=settings.connect_timeout_s,
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_keepalive_connections,
-            ),
-            transport=transport,
-            # A redirect would be the upstream choosing where our traffic goes.
-            follow_redirects=False,
+        timeout = httpx.Timeout(
+            connect=settings.connect_timeout_s,
+            read=settings.read_timeout_s,
+            write=settings.read_timeout_s,
+            pool=settings.connect_timeout_s,
+        )
+        # Injected transports (tests) are shared by every client and closed once, by aclose.
+        self._transport = transport
+        shared = SharedTransport(transport) if transport is not None else None
+
+        def one_connection() -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                headers=headers,
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                transport=shared,
+                # A redirect would be the upstream choosing where our traffic goes.
+                follow_redirects=False,
+            )
+
+        self._pool = ClientPool(
+            one_connection,
+            max_connections=settings.max_connections,
+            max_idle=settings.max_keepalive_connections,
+            # A full pool is local saturation: fail fast instead of queueing.
+            wait_s=settings.connect_timeout_s,
         )
 
     def __repr__(self) -> str:
@@ -148,7 +159,9 @@ class CloudClient:
         return self._breaker.snapshot()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._pool.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
 
     def _url(self, endpoint: Endpoint) -> str:
         if self._settings.base_url is None:
@@ -176,7 +189,8 @@ class CloudClient:
         while True:
             attempts += 1
             try:
-                response = await self._http.post(url, json=body)
+                async with self._pool.client() as http:
+                    response = await http.post(url, json=body)
             except httpx.HTTPError as exc:
                 failure = failures.from_transport_error(exc)
             else:
@@ -320,9 +334,12 @@ class CloudStream:
         while True:
             self.attempts += 1
             try:
-                async with client._http.stream(
-                    "POST", self._url, json=self._body, headers={"Accept": "text/event-stream"}
-                ) as response:
+                async with (
+                    client._pool.client() as http,
+                    http.stream(
+                        "POST", self._url, json=self._body, headers={"Accept": "text/event-stream"}
+                    ) as response,
+                ):
                     if response.is_success:
                         async for chunk in iter_chunks(response.aiter_lines()):
                             usage = usage_from(chunk.get("usage"))
