@@ -203,6 +203,9 @@ class Gateway:
                 "warning",
             ],
             env=env,
+            # its JSON access log (one line per request) is part of its cost, not of the report
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=300)
         deadline = time.monotonic() + 120
