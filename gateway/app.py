@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from gateway.body_limit import BodyLimitMiddleware
 from gateway.cloud_route import Cloud
 from gateway.deps import Services
 from gateway.errors import install_error_handlers
@@ -141,8 +142,13 @@ def create_app(
         version="0.1.0",
         summary="OpenAI-compatible edge-cloud LLM gateway",
         lifespan=lifespan,
+        # FastAPI's own limit would answer a plain-text 413 outside our middleware
+        # (no request id, no ledger record): BodyLimitMiddleware enforces ours.
+        max_body_size=None,
     )
     install_error_handlers(app)
+    # Innermost of ours: a 413 still gets its request id and its ledger record.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes)
     # Added last = outermost: the request id exists before the trace opens.
     app.add_middleware(TraceMiddleware)
     app.add_middleware(RequestIdMiddleware)

@@ -4,7 +4,8 @@ Tree::
 
     GatewayError                         500 server_error
     ├── InvalidRequestError              400 invalid_request_error (param names the field)
-    │   └── ContextLengthExceededError   400 code=context_length_exceeded
+    │   ├── ContextLengthExceededError   400 code=context_length_exceeded
+    │   └── RequestTooLargeError         413 code=request_too_large (body over the limit)
     ├── ModelNotFoundError               404 code=model_not_found
     ├── UpstreamError                    502 code=upstream_error (cloud unreachable, 5xx after
     │                                        retries, malformed reply, stream cut, 401/403)
@@ -80,6 +81,11 @@ class InvalidRequestError(GatewayError):
 
 class ContextLengthExceededError(InvalidRequestError):
     default_code = "context_length_exceeded"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    status_code = 413
+    default_code = "request_too_large"
 
 
 class ModelNotFoundError(GatewayError):

@@ -104,6 +104,20 @@ class LimitSettings(BaseModel):
         4096, ge=1, description="Largest max_tokens a request may ask for."
     )
     max_stop_sequences: int = Field(4, ge=0, description="Most stop strings per request.")
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1,
+        description=(
+            "Largest request body in bytes; a larger one (by Content-Length, or by the bytes "
+            "received so far when chunked) gets 413 request_too_large before it is read."
+        ),
+    )
+    max_messages: int = Field(256, ge=1, description="Most chat messages per request.")
+    max_prompt_tokens: int = Field(
+        32768,
+        ge=1,
+        description="Longest prompt in tokens; longer -> 400 context_length_exceeded.",
+    )
 
 
 class PolicySettings(BaseModel):

@@ -74,6 +74,13 @@ async def _serve(
             trace.store_content = True
             trace.mask = policy.privacy.mask
             trace.prompt_text = "\n".join(f"{m.role}: {m.content}" for m in messages)
+    limit = services.settings.limits.max_prompt_tokens
+    if len(prompt) > limit:
+        # Before the routing decision: no route, not even the cloud, takes it.
+        raise ContextLengthExceededError(
+            f"the prompt has {len(prompt)} tokens, more than this gateway's limit of {limit}",
+            param="messages" if kind == "chat" else "prompt",
+        )
     facts = RequestFacts(
         model=body.model,
         messages=messages,
@@ -136,6 +143,11 @@ async def create_chat_completion(
 ) -> Response:
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequestError("top_logprobs requires logprobs=true", param="top_logprobs")
+    max_messages = services.settings.limits.max_messages
+    if len(body.messages) > max_messages:
+        raise InvalidRequestError(
+            f"too many messages: {len(body.messages)}, at most {max_messages}", param="messages"
+        )
     chat = _chat_messages(body)
     try:
         prompt = await _off_loop_if_long(
