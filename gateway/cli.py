@@ -20,6 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.settings import Settings, unknown_environment_variables
     from local_model import ModelNotFoundError
     from local_model.model_path import resolve_model_path
+    from router import PolicyError, load_policy
 
     overrides: dict[str, Any] = {}
     server = {
@@ -45,6 +46,13 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelNotFoundError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
+    if settings.policy.file is not None:
+        # A bad policy must stop start-up with file, field and reason, not a traceback.
+        try:
+            load_policy(settings.policy.file)
+        except PolicyError as exc:
+            sys.stderr.write(f"invalid routing policy:\n{exc}\n")
+            return 2
     logging.basicConfig(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

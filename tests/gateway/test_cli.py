@@ -108,3 +108,19 @@ def test_missing_model_file_fails_clearly(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert b"absent.gguf" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_bad_policy_file_stops_start_up_without_a_traceback(tmp_path: Path) -> None:
+    policy = tmp_path / "bad.yaml"
+    policy.write_text(
+        "version: 1\nrules:\n  - name: x\n    route: cloud\n    match: {regex: '(oops'}\n"
+    )
+    result = subprocess.run(
+        [str(SCRIPT), "serve", "--port", str(_free_port())],
+        env=_env(GATEWAY_POLICY__FILE=str(policy)),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert b"bad.yaml: rules[0].match.regex" in result.stderr
+    assert b"Traceback" not in result.stderr
