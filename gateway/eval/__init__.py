@@ -1,0 +1,1 @@
+"""Evaluation building blocks: datasets and answer checking (pure, no model)."""
