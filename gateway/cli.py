@@ -122,6 +122,78 @@ def _report(args: argparse.Namespace) -> int:
     )
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.app import load_llama_engine
+    from gateway.eval.dataset import DatasetError, EvalItem, load_jsonl
+    from gateway.eval.report import format_table
+    from gateway.eval.run import LocalAnswer, run_eval
+    from gateway.settings import Settings
+    from local_model import ChatMessage, ModelNotFoundError
+    from local_model.engine import Engine
+    from local_model.model_path import resolve_model_path
+    from local_model.types import GenerationRequest, SamplingParams
+    from router import PolicyError, default_policy, load_policy
+
+    try:
+        items = load_jsonl(args.dataset)
+        policy = load_policy(args.policy) if args.policy is not None else default_policy()
+        # The gateway's own settings (GATEWAY_* and defaults), so the model and
+        # context are what the gateway serves; decoding is greedy for reproducibility.
+        settings = Settings()
+        model_path = resolve_model_path(settings.local.model_path)
+    except (DatasetError, PolicyError, ModelNotFoundError, ValidationError, OSError) as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    if args.limit is not None:
+        items = items[: args.limit]
+    defaults = settings.local.sampling
+    sampling = SamplingParams(
+        temperature=0.0, top_p=defaults.top_p, top_k=defaults.top_k, min_p=defaults.min_p
+    )
+    engines: list[Engine] = []
+
+    def generate(item: EvalItem) -> LocalAnswer:
+        if not engines:  # loaded on the first uncached item: a resumed run may need none
+            engines.append(load_llama_engine(settings))
+        engine = engines[0]
+        if item.prompt is not None:
+            prompt = engine.tokenizer.tokenize(item.prompt)
+        else:
+            turns = [
+                ChatMessage(role=m["role"], content=m["content"]) for m in item.chat_messages()
+            ]
+            prompt = engine.tokenizer.tokenize_chat(turns)
+        request = GenerationRequest(
+            prompt_tokens=tuple(prompt), max_tokens=args.max_tokens, sampling=sampling
+        )
+
+        async def one() -> LocalAnswer:
+            result = await engine.submit(request).result()
+            logprobs = tuple(token.logprob for token in result.tokens)
+            return LocalAnswer(text=result.text, logprobs=logprobs, prompt_tokens=len(prompt))
+
+        return asyncio.run(one())
+
+    try:
+        outputs = run_eval(
+            items,
+            policy,
+            generate,
+            out=args.out,
+            model=str(model_path),
+            max_tokens=args.max_tokens,
+            progress=sys.stderr,
+        )
+    finally:
+        for engine in engines:
+            asyncio.run(engine.aclose())
+    sys.stdout.write(format_table(outputs.result))
+    sys.stdout.write(f"wrote {outputs.json_path} and {outputs.png_path}\n")
+    return 0
+
+
 def _configure_access_log(enabled: bool) -> None:
     """Bare JSON lines, one per completion request, ready for a log shipper."""
     access = logging.getLogger("gateway.access")
@@ -136,6 +208,13 @@ def _configure_access_log(enabled: bool) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(handler)
     access.setLevel(logging.INFO)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +261,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", type=Path, metavar="PNG", help="also draw latency, spend and route share"
     )
     report.set_defaults(handler=_report)
+    evaluate = commands.add_parser(
+        "eval",
+        help="answer a JSONL dataset with the local model (greedy), score the gate's "
+        "signals and calibrate its threshold (no cloud calls yet: gold answers stand in)",
+    )
+    evaluate.add_argument("dataset", type=Path, help="the dataset (JSON lines)")
+    evaluate.add_argument(
+        "--policy", type=Path, help="routing policy YAML (default: the built-in policy)"
+    )
+    evaluate.add_argument("--limit", type=_positive, help="only the first N items")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=Path("eval-out"),
+        help="directory for cache.jsonl, eval.json and deferral.png (default: eval-out)",
+    )
+    evaluate.add_argument(
+        "--max-tokens", type=_positive, default=64, help="completion tokens per item (default: 64)"
+    )
+    evaluate.set_defaults(handler=_eval)
     return parser
 
 
