@@ -99,16 +99,21 @@ def _timed_loop(tokens: Iterator[int], max_tokens: int, per_token: Callable[[int
     )
 
 
+def _load(model_path: Path, *, logits_all: bool) -> llama_cpp.Llama:
+    """The same settings for every variant: only the logprobs path differs."""
+    return llama_cpp.Llama(
+        str(model_path),
+        n_ctx=N_CTX,
+        n_threads=THREADS,
+        n_threads_batch=THREADS,
+        logits_all=logits_all,
+        verbose=False,
+    )
+
+
 class Raw:
     def __init__(self, model_path: Path) -> None:
-        self.llama = llama_cpp.Llama(
-            str(model_path),
-            n_ctx=N_CTX,
-            n_threads=THREADS,
-            n_threads_batch=THREADS,
-            logits_all=False,
-            verbose=False,
-        )
+        self.llama = _load(model_path, logits_all=False)
         meta = self.llama.metadata
         self.template = ChatTemplate(
             meta.get("tokenizer.chat_template"),
@@ -149,14 +154,7 @@ class LogitsAll:
     """llama-cpp-python's own logprobs path, for the reference ratio."""
 
     def __init__(self, model_path: Path) -> None:
-        self.llama = llama_cpp.Llama(
-            str(model_path),
-            n_ctx=N_CTX,
-            n_threads=THREADS,
-            n_threads_batch=THREADS,
-            logits_all=True,
-            verbose=False,
-        )
+        self.llama = _load(model_path, logits_all=True)
 
     def run(self, prompt: list[int], max_tokens: int) -> Run:
         self.llama.reset()
