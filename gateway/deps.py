@@ -41,10 +41,4 @@ async def get_services(request: Request) -> Services:
     return services
 
 
-async def get_request_id(request: Request) -> str:
-    request_id: str = request.state.request_id
-    return request_id
-
-
 ServicesDep = Annotated[Services, Depends(get_services)]
-RequestIdDep = Annotated[str, Depends(get_request_id)]

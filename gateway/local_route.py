@@ -132,7 +132,7 @@ def build_job(
             stop=check_stop(body.stop, settings),
             top_logprobs=top_logprobs,
         ),
-        meta=ResponseMeta.new(kind, body.model, logprobs=logprobs, top_logprobs=top_logprobs),
+        meta=ResponseMeta.new(kind, body.model, logprobs=logprobs),
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         trace=trace,

@@ -26,16 +26,13 @@ class ResponseMeta:
     id: str
     created: int
     model: str
-    #: 0 = no logprobs; chat: logprobs=true gives 1 + top_logprobs
+    #: the client asked for logprobs (the alternatives travel with each token)
     logprobs: bool
-    top_logprobs: int
 
     @classmethod
-    def new(cls, kind: Kind, model: str, *, logprobs: bool, top_logprobs: int) -> ResponseMeta:
+    def new(cls, kind: Kind, model: str, *, logprobs: bool) -> ResponseMeta:
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
-        return cls(
-            kind, f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model, logprobs, top_logprobs
-        )
+        return cls(kind, f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model, logprobs)
 
 
 def usage(stats: GenerationStats) -> dict[str, int]:

@@ -192,15 +192,14 @@ class Recorder:
     def _write(self, trace: RequestTrace, done: list[GenerationDone]) -> None:
         try:
             record = trace.to_record(done)
-            costs = self._price(
-                record, self._settings.ledger, record.cloud_model or self._cloud_model
-            )
+            # price_costs prices the record's own cloud model when it has one.
+            costs = self._price(record, self._settings.ledger, self._cloud_model)
         except Exception:
             logger.exception("could not build the ledger record of %s", trace.request_id)
             return
         self.finished += 1
         if self.ledger is not None:
-            self.ledger.record(record)
+            self.ledger.record(record, costs)  # priced once, for ledger, metrics and log
         if self.metrics is not None:
             try:
                 self.metrics.observe(

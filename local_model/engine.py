@@ -17,7 +17,7 @@ import numpy as np
 from local_model.chat_template import ChatTemplate
 from local_model.errors import EngineClosedError, GenerationFailedError, QueueFullError
 from local_model.generation import Generation
-from local_model.logprobs import log_normalizer, top_logprobs
+from local_model.logprobs import log_normalizer, token_logprob, top_logprobs
 from local_model.text import StopMatcher, Utf8Assembler
 from local_model.types import (
     ChatMessage,
@@ -275,7 +275,7 @@ class LlamaEngine:
                         for i, lp in top_logprobs(row, request.top_logprobs, normalizer)
                     )
                 completion_tokens += 1
-                logprob = float(row[token_id]) - normalizer
+                logprob = token_logprob(row, token_id, normalizer)
                 generation.publish(
                     TokenEvent(
                         released,

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from gateway.ledger.cost import price_costs
+from gateway.ledger.cost import Costs, price_costs
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.store import LedgerStore, StoredRecord
 from gateway.settings import LedgerSettings
@@ -114,8 +114,11 @@ class Ledger:
         """Failed batch writes (each retry that fails counts again)."""
         return self._write_failures
 
-    def record(self, record: LedgerRecord) -> None:
-        """Queue a finished request's record. Never blocks, never raises (event loop only)."""
+    def record(self, record: LedgerRecord, costs: Costs | None = None) -> None:
+        """Queue a finished request's record, priced here unless ``costs`` is given.
+
+        Never blocks, never raises (event loop only).
+        """
         try:
             if self._closed:
                 self._drop(1, "the ledger is closed")
@@ -123,7 +126,8 @@ class Ledger:
             if len(self._queue) >= self._settings.max_queue:
                 self._drop(1, f"the queue is full ({self._settings.max_queue} waiting)")
                 return
-            costs = price_costs(record, self._settings, self._cloud_model)
+            if costs is None:
+                costs = price_costs(record, self._settings, self._cloud_model)
             self._queue.append(StoredRecord(record, costs))
             if record.cloud_model:
                 self._check_priced(record.cloud_model)

@@ -117,9 +117,7 @@ async def _serve(
     except ContextLengthExceededError as exc:  # the cloud may still take it
         local_error = exc
     meta = (
-        local.meta
-        if local is not None
-        else ResponseMeta.new(kind, body.model, logprobs=logprobs, top_logprobs=top_logprobs)
+        local.meta if local is not None else ResponseMeta.new(kind, body.model, logprobs=logprobs)
     )
     payload: dict[str, Any] = body.model_dump(exclude_unset=True, exclude=_LOCAL_ONLY_FIELDS)
     cloud = CloudJob(

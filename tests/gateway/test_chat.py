@@ -188,7 +188,7 @@ def test_fast_text_chunks_equal_the_generic_ones() -> None:
     token = TokenLogprob(5, 'a"b\\\n€', 'a"b\\\n€'.encode(), -0.5)
     for kind in ("chat", "text"):
         for include_usage in (False, True):
-            meta = ResponseMeta.new(kind, "m", logprobs=False, top_logprobs=0)
+            meta = ResponseMeta.new(kind, "m", logprobs=False)
             writer = ChunkWriter(meta, include_usage=include_usage)
             fast = writer.delta_event(token.text, (token,))
             assert fast is not None and fast.startswith(b"data: ") and fast.endswith(b"\n\n")

@@ -40,6 +40,8 @@ EVERY_FIELD_SET = StoredRecord(
         ttft_seconds=0.333,
         total_seconds=2.5,
         key_id="key-7",
+        prompt_text="user: mail [email]",
+        completion_text="done",
     ),
     Costs(
         cloud_usd=0.0011025,
