@@ -2,7 +2,9 @@
 
 record.py   LedgerRecord: the facts of one finished request
 cost.py     price_costs: cloud cost, local cost/energy estimates, all-cloud counterfactual
-store.py    LedgerStore (interface) and SQLiteStore
+store.py    LedgerStore (interface), SQLiteStore, the row <-> column mapping
+postgres.py PostgresStore, for replicas sharing one ledger (imported only when configured)
+stores.py   open_store: Postgres when GATEWAY_LEDGER__URL is set, else SQLite
 writer.py   Ledger: the queue between the request path and the store
 summary.py  summarize / parse_since: usage over a window (/v1/usage, ``report``)
 report.py   ``hybrid-gateway report`` output; plot.py its ``--plot``
@@ -10,7 +12,15 @@ report.py   ``hybrid-gateway report`` output; plot.py its ``--plot``
 
 from gateway.ledger.cost import Costs, price_costs
 from gateway.ledger.record import LedgerRecord
-from gateway.ledger.store import LedgerStore, LedgerStoreError, SQLiteStore, StoredRecord
+from gateway.ledger.store import (
+    LedgerStore,
+    LedgerStoreError,
+    Migration,
+    SQLiteStore,
+    StoredRecord,
+    VersionedStore,
+)
+from gateway.ledger.stores import open_store
 from gateway.ledger.summary import parse_since, summarize
 from gateway.ledger.writer import Ledger
 
@@ -20,8 +30,11 @@ __all__ = [
     "LedgerRecord",
     "LedgerStore",
     "LedgerStoreError",
+    "Migration",
     "SQLiteStore",
     "StoredRecord",
+    "VersionedStore",
+    "open_store",
     "parse_since",
     "price_costs",
     "summarize",

@@ -16,23 +16,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from gateway.ledger.store import COLUMN_NAMES, LedgerStoreError, SQLiteStore, StoredRecord
+from gateway.ledger.store import COLUMN_NAMES, LedgerStoreError, StoredRecord
+from gateway.ledger.stores import describe_store, open_store
 from gateway.ledger.summary import ROUTES, summarize
+from gateway.settings import LedgerSettings
 
 Output = Literal["table", "json", "csv", "jsonl"]
 
 
-async def _load(db: Path, since: float | None, until: float | None) -> list[StoredRecord]:
-    store = SQLiteStore(db)
+async def _load(
+    ledger: LedgerSettings, since: float | None, until: float | None
+) -> list[StoredRecord]:
+    store = open_store(ledger)
     try:
         return await store.query(since=since, until=until)
     finally:
         await store.aclose()
 
 
-def load_rows(db: Path, *, since: float | None, until: float | None) -> list[StoredRecord]:
-    """Rows of the ledger file ``db`` in the window; LedgerStoreError if it cannot be read."""
-    return asyncio.run(_load(db, since, until))
+def load_rows(
+    ledger: LedgerSettings, *, since: float | None, until: float | None
+) -> list[StoredRecord]:
+    """Rows of the configured ledger in the window; LedgerStoreError if it cannot be read."""
+    return asyncio.run(_load(ledger, since, until))
 
 
 def iso(moment: float | None, missing: str) -> str:
@@ -60,14 +66,14 @@ def _usd(value: float) -> str:
     return f"{value:.6f}"
 
 
-def format_summary(summary: dict[str, Any], db: Path) -> str:
-    """The summary as plain-text tables."""
+def format_summary(summary: dict[str, Any], location: str) -> str:
+    """The summary as plain-text tables; ``location`` says which ledger it is."""
     total = summary["requests"]
     window = (
         f"{iso(summary['since'], 'the beginning')} to {iso(summary['until'], 'now')} "
         "(start inclusive, end exclusive)"
     )
-    head = [f"ledger: {db}", f"window: {window}"]
+    head = [f"ledger: {location}", f"window: {window}"]
     if total == 0:
         return "\n".join([*head, "no records in this window", ""])
     rate = summary["escalation_rate"]
@@ -160,7 +166,7 @@ def write_jsonl(rows: Sequence[StoredRecord], out: TextIO) -> None:
 
 def report(
     *,
-    db: Path,
+    ledger: LedgerSettings,
     since: float | None,
     until: float | None,
     output: Output,
@@ -169,12 +175,12 @@ def report(
     err: TextIO,
 ) -> int:
     """Run the report; the exit status (1: the ledger cannot be read)."""
-    if not db.is_file():
+    if ledger.url is None and not ledger.path.is_file():
         # Opening would create an empty ledger: a mistyped path must not look like no traffic.
-        err.write(f"no ledger database at {db} (see --db / GATEWAY_LEDGER__PATH)\n")
+        err.write(f"no ledger database at {ledger.path} (see --db / GATEWAY_LEDGER__PATH)\n")
         return 1
     try:
-        rows = load_rows(db, since=since, until=until)
+        rows = load_rows(ledger, since=since, until=until)
     except LedgerStoreError as exc:
         err.write(f"cannot read the ledger: {exc}\n")
         return 1
@@ -187,7 +193,7 @@ def report(
         if output == "json":
             out.write(json.dumps(summary) + "\n")
         else:
-            out.write(format_summary(summary, db))
+            out.write(format_summary(summary, describe_store(ledger)))
     if plot is not None:
         from gateway.ledger.plot import plot_rows
 

@@ -1,7 +1,13 @@
 """Where ledger rows are kept: a small interface, and SQLite behind it.
 
 The interface is what the writer and the usage endpoint need (write a batch,
-read a time window, close), so a server database can be added beside SQLite.
+read a time window, close); SQLite is here, Postgres in postgres.py, and
+stores.py picks one from the settings.
+
+Schemas are versioned: each backend has a list of migrations (statements that
+take the schema from version N to N + 1) and a ``schema_version`` table that
+says how many have been applied. Opening a store applies the missing ones;
+``migrate()`` does the same on request (``hybrid-gateway ledger migrate``).
 
 SQLite runs on one dedicated thread that owns the connection: the event loop
 never waits on the disk, and sqlite3's one-thread-per-connection rule holds.
@@ -14,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,7 +33,6 @@ from gateway.ledger.record import LedgerRecord
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
 TABLE = "records"
 
 # Schema version 1, in LedgerRecord's then Costs' field order (a test keeps them equal).
@@ -71,15 +77,22 @@ COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 _RECORD_FIELDS = tuple(f.name for f in fields(LedgerRecord))
 _COST_FIELDS = tuple(f.name for f in fields(Costs))
 
+# MIGRATIONS[n] takes a SQLite ledger from schema version n to n + 1; never edit one that
+# has shipped. A new column goes at the end of COLUMNS, with a migration that adds it here
+# and one in postgres.py. IF NOT EXISTS: ledgers made before the list existed already have
+# the tables of version 1.
 # No uniqueness on request_id: clients choose it (x-request-id) and may repeat it.
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-    f"CREATE TABLE IF NOT EXISTS {TABLE} (id INTEGER PRIMARY KEY, "
-    + ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
-    + ")",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_started_at ON {TABLE} (started_at)",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_route_started_at ON {TABLE} (route, started_at)",
+_VERSION_1_COLUMNS = COLUMNS[:34]
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        f"CREATE TABLE IF NOT EXISTS {TABLE} (id INTEGER PRIMARY KEY, "
+        + ", ".join(f"{name} {kind}" for name, kind in _VERSION_1_COLUMNS)
+        + ")",
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_started_at ON {TABLE} (started_at)",
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_route_started_at ON {TABLE} (route, started_at)",
+    ),
 )
+SCHEMA_VERSION = len(MIGRATIONS)
 _INSERT = (
     f"INSERT INTO {TABLE} ({', '.join(COLUMN_NAMES)}) "
     f"VALUES ({', '.join('?' for _ in COLUMN_NAMES)})"
@@ -88,7 +101,19 @@ _SELECT = f"SELECT {', '.join(COLUMN_NAMES)} FROM {TABLE}"
 
 
 class LedgerStoreError(Exception):
-    """The store could not be opened, written or read (the cause is chained)."""
+    """The store could not be opened, migrated, written or read (the cause is chained)."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What ``migrate()`` found and left: schema versions (0 = no ledger tables yet)."""
+
+    before: int
+    after: int
+
+
+def newer_schema_error(found: int, known: int) -> str:
+    return f"schema version {found}, this gateway knows version {known}"
 
 
 @dataclass(frozen=True)
@@ -113,12 +138,22 @@ class LedgerStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _params(row: StoredRecord) -> tuple[Any, ...]:
+class VersionedStore(LedgerStore, Protocol):
+    """A store whose schema can also be migrated on request (``hybrid-gateway ledger migrate``)."""
+
+    async def migrate(self) -> Migration:
+        """Apply the missing migrations now; LedgerStoreError on failure."""
+
+
+def row_params(row: StoredRecord) -> tuple[Any, ...]:
+    """The row's values in COLUMN_NAMES order (a backend's INSERT parameters)."""
     values = row.as_row()
     return tuple(values[name] for name in COLUMN_NAMES)
 
 
-def _from_row(values: sqlite3.Row) -> StoredRecord:
+def from_columns(columns: Iterable[Any]) -> StoredRecord:
+    """A row back from its values in COLUMN_NAMES order (a backend's SELECT result)."""
+    values = dict(zip(COLUMN_NAMES, columns, strict=True))
     record: dict[str, Any] = {name: values[name] for name in _RECORD_FIELDS}
     record["stream"] = bool(record["stream"])
     costs = {name: values[name] for name in _COST_FIELDS}
@@ -132,6 +167,15 @@ def _rollback(connection: sqlite3.Connection) -> None:
             connection.execute("ROLLBACK")
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file a path names now (device, inode); None if it names none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class SQLiteStore:
     """The ledger in one SQLite file (WAL journal, so readers never block the writer)."""
 
@@ -139,6 +183,9 @@ class SQLiteStore:
         self.path = path
         self._busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
+        #: (device, inode) of the file the connection opened; None when it has none
+        self._file: tuple[int, int] | None = None
+        self._migration = Migration(SCHEMA_VERSION, SCHEMA_VERSION)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
         self._closed = False
 
@@ -147,13 +194,23 @@ class SQLiteStore:
 
     async def write(self, rows: Sequence[StoredRecord]) -> None:
         if rows:
-            params = [_params(row) for row in rows]
+            params = [row_params(row) for row in rows]
             await self._run(lambda: self._write(params))
 
     async def query(
         self, *, since: float | None = None, until: float | None = None
     ) -> list[StoredRecord]:
         return await self._run(lambda: self._query(since, until))
+
+    async def migrate(self) -> Migration:
+        """Bring the schema up to SCHEMA_VERSION now (creating the file if need be)."""
+
+        def reopen() -> Migration:
+            self._disconnect()
+            self._connect()
+            return self._migration
+
+        return await self._run(reopen)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -174,41 +231,54 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is not None:
-            return self._connection
+            if self._file is None or _identity(self.path) == self._file:
+                return self._connection
+            # The file was deleted or replaced under the open connection (its directory
+            # removed, a backup restored): SQLite would go on writing to the unlinked file,
+            # and every record would vanish with it. Open the path again instead.
+            self._disconnect()
         # timeout= is SQLite's busy_timeout: wait that long for another writer's lock.
         # isolation_level=None: transactions are explicit (BEGIN ... COMMIT) below.
         connection = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
         try:
-            connection.row_factory = sqlite3.Row
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"cannot switch to WAL journal (got {mode})")
             # Safe with WAL: a power cut may lose the last transactions, never corrupt the file.
             connection.execute("PRAGMA synchronous = NORMAL")
-            self._create_schema(connection)
+            self._migration = self._apply_migrations(connection)
         except BaseException:
             connection.close()
             raise
         self._connection = connection
+        self._file = _identity(self.path)
         return connection
 
     @staticmethod
-    def _create_schema(connection: sqlite3.Connection) -> None:
+    def _apply_migrations(connection: sqlite3.Connection) -> Migration:
+        # BEGIN IMMEDIATE takes the write lock first: two processes opening one new
+        # file migrate one after the other, and the second finds nothing to do.
         connection.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA:
-                connection.execute(statement)
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
             found = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+            before = 0 if found is None else int(found)
+            if before > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(newer_schema_error(before, SCHEMA_VERSION))
+            for statements in MIGRATIONS[before:]:
+                for statement in statements:
+                    connection.execute(statement)
             if found is None:
                 connection.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            elif found != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(
-                    f"schema version {found}, this gateway knows version {SCHEMA_VERSION}"
-                )
+            elif before < SCHEMA_VERSION:
+                connection.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             connection.execute("COMMIT")
         except BaseException:
             _rollback(connection)
             raise
+        return Migration(before, SCHEMA_VERSION)
 
     def _disconnect(self) -> None:
         if self._connection is not None:
@@ -242,7 +312,7 @@ class SQLiteStore:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         try:
             cursor = self._connect().execute(f"{_SELECT}{where} ORDER BY started_at, id", args)
-            return [_from_row(row) for row in cursor.fetchall()]
+            return [from_columns(row) for row in cursor.fetchall()]
         except BaseException:
             self._disconnect()
             raise
