@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shlex
 import signal
@@ -25,6 +26,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import Settings, create_app
+from gateway.auth.keys import hash_key, new_key
 from gateway.settings import settings_reference
 from tests.fakes import CloudReply, FakeCloud, FakeEngine
 
@@ -36,6 +38,7 @@ ENV_EXAMPLE = DEPLOY / ".env.example"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "hybrid-gateway.json"
 
 ALWAYS_ON = {"gateway", "prometheus", "grafana"}
+SCALE = {"postgres", "ledger-migrate", "gateway-a", "gateway-b", "nginx"}
 SETTING = re.compile(r"\bGATEWAY_[A-Z0-9_]+")
 
 
@@ -103,14 +106,33 @@ def test_compose_services_and_profiles() -> None:
     compose = _compose()
     assert "version" not in compose  # the compose spec has none
     services = compose["services"]
-    assert set(services) == ALWAYS_ON | {"demo-cloud"}
+    assert set(services) == ALWAYS_ON | {"demo-cloud"} | SCALE
     for name in ALWAYS_ON:
         assert "profiles" not in services[name], name
     assert services["demo-cloud"]["profiles"] == ["demo-cloud"]
+    for name in SCALE:
+        assert services[name]["profiles"] == ["scale"], name
     assert services["prometheus"]["image"].startswith("prom/prometheus")
     assert services["grafana"]["image"].startswith("grafana/grafana")
-    for name in ("gateway", "demo-cloud"):
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert services["nginx"]["image"].startswith("nginx:")
+    for name in ("gateway", "demo-cloud", "ledger-migrate", "gateway-a", "gateway-b"):
         assert services[name]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+        assert services[name]["image"] == services["gateway"]["image"]
+
+
+def test_data_lives_on_named_volumes() -> None:
+    compose = _compose()
+    # fixed names: the README's backup commands name them, whatever the project is called
+    assert {key: v["name"] for key, v in compose["volumes"].items()} == {
+        "ledger": "hybrid-gateway-ledger",
+        "prometheus": "hybrid-gateway-prometheus",
+        "postgres": "hybrid-gateway-postgres",
+    }
+    assert _env_example(commented=False)["COMPOSE_PROJECT_NAME"] == "hybrid-gateway"
+    readme = (REPO / "README.md").read_text()
+    for volume in compose["volumes"].values():
+        assert f"`{volume['name']}`" in readme, volume["name"]
 
 
 def test_gateway_service_mounts_policies_and_ledger() -> None:
@@ -150,6 +172,16 @@ def test_no_secret_inline() -> None:
     assert not any("API_KEY" in key for key in _image_env())
     # the key is only ever a commented placeholder in the example
     assert "GATEWAY_CLOUD__API_KEY" not in _env_example(commented=False)
+    # so is the database password, and compose only ever refers to it
+    assert "POSTGRES_PASSWORD" in _env_example(commented=True)
+    assert "POSTGRES_PASSWORD" not in _env_example(commented=False)
+    services = _compose()["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-}"
+    for name in ("ledger-migrate", "gateway-a", "gateway-b"):
+        url = services[name]["environment"]["GATEWAY_LEDGER__URL"]
+        assert re.fullmatch(
+            r"postgresql://hybrid:\$\{POSTGRES_PASSWORD:-\}@postgres:5432/hybrid", url
+        )
 
 
 def test_demo_cloud_serves_the_bundled_gguf(model_path: Path) -> None:
@@ -221,10 +253,39 @@ def test_prometheus_scrapes_the_gateway() -> None:
     jobs = [
         job
         for job in config["scrape_configs"]
-        if any("gateway:8080" in sc["targets"] for sc in job["static_configs"])
+        if any("gateway:8080" in sc["targets"] for sc in job.get("static_configs", []))
     ]
     assert len(jobs) == 1
-    assert jobs[0].get("metrics_path", "/metrics") == "/metrics"
+    for job in config["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+    # the scale profile's replicas: see test_validators for their names
+    assert [j["job_name"] for j in config["scrape_configs"]] == [
+        "hybrid-gateway",
+        "hybrid-gateway-replicas",
+    ]
+
+
+def test_prometheus_scrapes_with_the_admin_key_from_a_git_ignored_secret() -> None:
+    text = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+    config = yaml.safe_load(text)
+    prometheus = _compose()["services"]["prometheus"]
+    (config_mount,) = [m for m in _bind_mounts(prometheus) if m["source"].endswith(".yml")]
+    in_container = PurePosixPath(config_mount["target"]).parent
+    secret_targets = {s["source"]: s["target"] for s in prometheus["secrets"]}
+    secret_files = _compose()["secrets"]
+    assert config["scrape_configs"]
+    for job in config["scrape_configs"]:
+        authorization = job["authorization"]
+        assert authorization.get("type", "Bearer") == "Bearer"
+        assert "credentials" not in authorization  # never the key inline
+        relative = authorization["credentials_file"]
+        # the same file on the host (relative to prometheus.yml) and in the container
+        on_host = (DEPLOY / "prometheus" / relative).resolve()
+        container_path = posixpath.normpath(str(in_container / relative))
+        (name,) = [n for n, target in secret_targets.items() if target == container_path]
+        assert (DEPLOY / secret_files[name]["file"]).resolve() == on_host
+        assert on_host.parent == DEPLOY / "secrets"
+    assert "deploy/secrets/" in (REPO / ".gitignore").read_text().splitlines()
 
 
 def test_grafana_provisioning_matches_the_dashboard() -> None:
@@ -244,6 +305,34 @@ def test_grafana_provisioning_matches_the_dashboard() -> None:
         assert panel["datasource"]["uid"] == source["uid"], panel["title"]
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == source["uid"], panel["title"]
+
+
+# What the dashboard must show (issue #7): a panel whose title has these words and
+# whose queries use this metric.
+DASHBOARD_TOPICS = {
+    ("route share",): "hybrid_gateway_requests_total",
+    ("escalation",): "hybrid_gateway_escalations_total",
+    ("latency", "route"): "hybrid_gateway_request_duration_seconds_bucket",
+    ("time to first token",): "hybrid_gateway_time_to_first_token_seconds_bucket",
+    ("spend", "all-cloud"): "hybrid_gateway_all_cloud_counterfactual_usd_total",
+    ("savings",): "hybrid_gateway_savings_usd_total",
+    ("local queue",): "hybrid_gateway_local_requests_waiting",
+    ("circuit",): "hybrid_gateway_cloud_circuit_state",
+}
+
+
+def test_dashboard_has_a_panel_for_each_topic() -> None:
+    panels = {
+        panel["title"].lower(): " ".join(target["expr"] for target in panel["targets"])
+        for panel in json.loads(DASHBOARD.read_text())["panels"]
+    }
+    for words, metric in DASHBOARD_TOPICS.items():
+        matching = [
+            title
+            for title, queries in panels.items()
+            if all(word in title for word in words) and metric in queries
+        ]
+        assert matching, (words, metric)
 
 
 def test_dashboard_queries_only_exposed_metrics(tmp_path: Path) -> None:
@@ -304,6 +393,20 @@ def _outside_container(tmp_path: Path) -> dict[str, str]:
 def test_gateway_service_runs_outside_a_container(tmp_path: Path) -> None:
     settings = _outside_container(tmp_path)
     base = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    # As shipped, .env.example configures no client key: the gateway says how to make one.
+    refused = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        env={**base, **settings},
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert b"hybrid-gateway keys create" in refused.stderr
+    # With the keys .env.example tells the operator to create.
+    client_key, admin_key = new_key(), new_key()
+    settings["GATEWAY_AUTH__KEYS"] = json.dumps([{"id": "compose", "hash": hash_key(client_key)}])
+    settings["GATEWAY_AUTH__ADMIN_KEY_HASH"] = hash_key(admin_key)
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve"],
         env={**base, **settings},
@@ -323,7 +426,11 @@ def test_gateway_service_runs_outside_a_container(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the gateway did not start"
                 time.sleep(0.1)
         assert health.status_code == 200
-        assert httpx.get(f"{url}/metrics", timeout=5).status_code == 200
+        assert httpx.get(f"{url}/metrics", timeout=5).status_code == 401
+        admin = {"authorization": f"Bearer {admin_key}"}
+        assert httpx.get(f"{url}/metrics", headers=admin, timeout=5).status_code == 200
+        client = {"authorization": f"Bearer {client_key}"}
+        assert httpx.get(f"{url}/v1/models", headers=client, timeout=5).status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
