@@ -11,18 +11,22 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
+from gateway.auth.keys import KeyRing, check_configuration
+from gateway.auth.limits import KeyLimitMiddleware, open_limiter
+from gateway.auth.middleware import AuthMiddleware, warn_if_disabled
 from gateway.body_limit import BodyLimitMiddleware
 from gateway.cloud_route import Cloud
 from gateway.deps import Services
 from gateway.errors import install_error_handlers
 from gateway.hybrid import Dispatcher
-from gateway.ledger.store import SQLiteStore
+from gateway.ledger.stores import describe_store, open_store
 from gateway.ledger.writer import Ledger
 from gateway.metrics import GatewayMetrics
 from gateway.policy_store import PolicyStore
 from gateway.request_id import RequestIdMiddleware
-from gateway.routes import completions, health, models, usage
+from gateway.routes import admin, completions, health, models, usage
 from gateway.routes import metrics as metrics_routes
 from gateway.settings import Settings
 from gateway.trace import Recorder, TraceMiddleware
@@ -69,8 +73,9 @@ def open_ledger(settings: Settings) -> Ledger | None:
     if not settings.ledger.enabled:
         logger.warning("the request ledger is disabled: no request records are kept")
         return None
+    logger.info("request ledger: %s", describe_store(settings.ledger))
     return Ledger(
-        SQLiteStore(settings.ledger.path),
+        open_store(settings.ledger),
         settings.ledger,
         cloud_model=settings.cloud.model,
     )
@@ -81,8 +86,12 @@ def create_app(
     engine_factory: EngineFactory = load_llama_engine,
     cloud_factory: CloudFactory = connect_cloud,
 ) -> FastAPI:
+    # No client keys and auth on: nobody could use it. Refuse now, saying how to fix it.
+    check_configuration(settings.auth)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        warn_if_disabled(settings)
         policies = PolicyStore(settings.policy.file)
         engine = await asyncio.to_thread(engine_factory, settings)
         info = engine.info
@@ -100,7 +109,8 @@ def create_app(
                 breaker_state=cloud.breaker_state if cloud is not None else None,
                 ledger_stats=(lambda: (ledger.queue_depth, ledger.dropped)) if ledger else None,
             )
-        recorder = Recorder(settings, ledger=ledger, metrics=metrics)
+        limiter = await open_limiter(settings, ledger.store if ledger is not None else None)
+        recorder = Recorder(settings, ledger=ledger, metrics=metrics, limiter=limiter)
         services = Services(
             settings=settings,
             engine=engine,
@@ -110,6 +120,7 @@ def create_app(
             recorder=recorder,
             metrics=metrics,
             ledger=ledger,
+            limiter=limiter,
         )
         # Everything allocated so far lives as long as the process: keep the
         # collector from rescanning it (full collections paused the loop ~56 ms).
@@ -149,12 +160,36 @@ def create_app(
     install_error_handlers(app)
     # Innermost of ours: a 413 still gets its request id and its ledger record.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes)
-    # Added last = outermost: the request id exists before the trace opens.
+    # Per-key minute limits, then authentication: both before the body is read, and both
+    # inside the trace, so a 401 or 429 still gets its request id and its ledger record.
+    app.add_middleware(KeyLimitMiddleware)
+    app.add_middleware(AuthMiddleware, keys=KeyRing(settings.auth))
     app.add_middleware(TraceMiddleware)
+    if settings.cors.allow_origins:
+        # Outside authentication: a preflight carries no key; 401s get CORS headers too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors.allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=[
+                "x-request-id",
+                "x-hybrid-route",
+                "x-hybrid-reason",
+                "x-hybrid-confidence",
+                "x-hybrid-degraded",
+                "retry-after",
+            ],
+            # Keys travel in the Authorization header, never in cookies.
+            allow_credentials=False,
+            max_age=600,
+        )
+    # Added last = outermost: the request id exists before the trace opens.
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(completions.router)
     app.include_router(usage.router)
     app.include_router(metrics_routes.router)
+    app.include_router(admin.router)
     return app

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from gateway.eval.command import add_commands as add_eval_commands
+
+if TYPE_CHECKING:
+    from gateway.settings import LedgerSettings
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.auth.keys import AuthConfigurationError, check_configuration
     from gateway.settings import Settings, unknown_environment_variables
     from local_model import ModelNotFoundError
     from local_model.model_path import resolve_model_path
@@ -41,6 +52,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         sys.stderr.write(f"invalid settings:\n{exc}\n")
         return 2
+    except SettingsError as exc:  # a JSON-valued variable that is not JSON
+        sys.stderr.write(f"invalid settings: {exc} (expected JSON)\n")
+        return 2
     try:
         resolve_model_path(settings.local.model_path)
     except ModelNotFoundError as exc:
@@ -53,20 +67,57 @@ def _serve(args: argparse.Namespace) -> int:
         except PolicyError as exc:
             sys.stderr.write(f"invalid routing policy:\n{exc}\n")
             return 2
+    try:
+        check_configuration(settings.auth)
+    except AuthConfigurationError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
     logging.basicConfig(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     _configure_access_log(settings.server.access_log)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=settings.server.log_level,
-        access_log=not settings.server.access_log,
-        timeout_graceful_shutdown=30,
-    )
+    with _exit_zero_when_stopped():
+        uvicorn.run(
+            create_app(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level=settings.server.log_level,
+            access_log=not settings.server.access_log,
+            timeout_graceful_shutdown=settings.server.shutdown_grace_s,
+        )
     return 0
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGINT, once uvicorn has shut down (or before it took the signals over)."""
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped()
+
+
+@contextlib.contextmanager
+def _exit_zero_when_stopped() -> Iterator[None]:
+    """A graceful stop exits 0, not by the signal that asked for it.
+
+    uvicorn shuts down on SIGTERM/SIGINT, then restores the handlers it found and
+    raises the signal again, so that the old handler decides how the process ends:
+    with the default one, a clean shutdown would look like a death by SIGTERM.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in stops}
+    try:
+        yield
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _policy_check(args: argparse.Namespace) -> int:
@@ -95,7 +146,6 @@ def _report(args: argparse.Namespace) -> int:
 
     from gateway.ledger.report import Output, report
     from gateway.ledger.summary import parse_bound
-    from gateway.settings import LedgerSettings
 
     now = time.time()
     try:
@@ -104,15 +154,15 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.stderr.write(f"invalid --since/--until: {exc}\n")
         return 2
-    # Only the ledger's path, not the whole settings tree: a report must not fail on an
-    # unrelated setting (an unreadable API key file, say).
-    db = args.db or Path(os.environ.get("GATEWAY_LEDGER__PATH") or LedgerSettings().path)
+    ledger = _ledger_location(args.db)
+    if ledger is None:
+        return 2
     output: Output = "table"
     for name in ("csv", "jsonl", "json"):
         if getattr(args, name):
             output = name
     return report(
-        db=db,
+        ledger=ledger,
         since=since,
         until=until,
         output=output,
@@ -122,76 +172,109 @@ def _report(args: argparse.Namespace) -> int:
     )
 
 
-def _eval(args: argparse.Namespace) -> int:
+def _ledger_location(db: Path | None) -> LedgerSettings | None:
+    """Where the ledger is: ``--db`` (a SQLite file), else GATEWAY_LEDGER__URL / __PATH.
+
+    Only those settings, not the whole tree: reading or migrating the ledger must not fail on
+    an unrelated setting (an unreadable API key file, say). None after reporting an error.
+    """
+    from gateway.settings import LedgerSettings
+
+    try:
+        if db is not None:
+            return LedgerSettings(path=db)
+        location = {
+            name: os.environ[f"GATEWAY_LEDGER__{name.upper()}"]
+            for name in ("path", "url")
+            if os.environ.get(f"GATEWAY_LEDGER__{name.upper()}")
+        }
+        return LedgerSettings.model_validate(location)
+    except ValidationError as exc:
+        sys.stderr.write(f"invalid ledger settings:\n{exc}\n")
+        return None
+
+
+def _ledger_migrate(args: argparse.Namespace) -> int:
     import asyncio
 
-    from gateway.app import load_llama_engine
-    from gateway.eval.dataset import DatasetError, EvalItem, load_jsonl
-    from gateway.eval.report import format_table
-    from gateway.eval.run import LocalAnswer, run_eval
-    from gateway.settings import Settings
-    from local_model import ChatMessage, ModelNotFoundError
-    from local_model.engine import Engine
-    from local_model.model_path import resolve_model_path
-    from local_model.types import GenerationRequest, SamplingParams
-    from router import PolicyError, default_policy, load_policy
+    from gateway.ledger.store import LedgerStoreError, Migration
+    from gateway.ledger.stores import describe_store, open_store
 
-    try:
-        items = load_jsonl(args.dataset)
-        policy = load_policy(args.policy) if args.policy is not None else default_policy()
-        # The gateway's own settings (GATEWAY_* and defaults), so the model and
-        # context are what the gateway serves; decoding is greedy for reproducibility.
-        settings = Settings()
-        model_path = resolve_model_path(settings.local.model_path)
-    except (DatasetError, PolicyError, ModelNotFoundError, ValidationError, OSError) as exc:
-        sys.stderr.write(f"{exc}\n")
+    ledger = _ledger_location(args.db)
+    if ledger is None:
         return 2
-    if args.limit is not None:
-        items = items[: args.limit]
-    defaults = settings.local.sampling
-    sampling = SamplingParams(
-        temperature=0.0, top_p=defaults.top_p, top_k=defaults.top_k, min_p=defaults.min_p
-    )
-    engines: list[Engine] = []
 
-    def generate(item: EvalItem) -> LocalAnswer:
-        if not engines:  # loaded on the first uncached item: a resumed run may need none
-            engines.append(load_llama_engine(settings))
-        engine = engines[0]
-        if item.prompt is not None:
-            prompt = engine.tokenizer.tokenize(item.prompt)
-        else:
-            turns = [
-                ChatMessage(role=m["role"], content=m["content"]) for m in item.chat_messages()
-            ]
-            prompt = engine.tokenizer.tokenize_chat(turns)
-        request = GenerationRequest(
-            prompt_tokens=tuple(prompt), max_tokens=args.max_tokens, sampling=sampling
-        )
+    async def migrate() -> Migration:
+        store = open_store(ledger)
+        try:
+            return await store.migrate()
+        finally:
+            await store.aclose()
 
-        async def one() -> LocalAnswer:
-            result = await engine.submit(request).result()
-            logprobs = tuple(token.logprob for token in result.tokens)
-            return LocalAnswer(text=result.text, logprobs=logprobs, prompt_tokens=len(prompt))
-
-        return asyncio.run(one())
-
+    sys.stdout.write(f"ledger: {describe_store(ledger)}\n")
     try:
-        outputs = run_eval(
-            items,
-            policy,
-            generate,
-            out=args.out,
-            model=str(model_path),
-            max_tokens=args.max_tokens,
-            progress=sys.stderr,
-        )
-    finally:
-        for engine in engines:
-            asyncio.run(engine.aclose())
-    sys.stdout.write(format_table(outputs.result))
-    sys.stdout.write(f"wrote {outputs.json_path} and {outputs.png_path}\n")
+        migration = asyncio.run(migrate())
+    except LedgerStoreError as exc:
+        sys.stderr.write(f"cannot migrate the ledger: {exc}\n")
+        return 1
+    sys.stdout.write(
+        f"schema version before: {migration.before}\nschema version after: {migration.after}\n"
+    )
     return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.auth.keys import hash_key, new_key
+
+    if args.admin == (args.id is not None):
+        sys.stderr.write("give either --id NAME (a client key) or --admin\n")
+        return 2
+    key = new_key()
+    if args.out is not None:
+        try:
+            # Created for the owner only, and never over an existing file.
+            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            sys.stderr.write(f"cannot create {args.out}: {exc.strerror}\n")
+            return 1
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+        sys.stdout.write(f"# The key is in {args.out} (shown nowhere else).\n")
+    else:
+        sys.stdout.write("# The key, shown this once (the gateway keeps only its hash):\n")
+        sys.stdout.write(key + "\n")
+    if args.admin:
+        sys.stdout.write("# Set in the gateway's environment:\n")
+        sys.stdout.write(f"GATEWAY_AUTH__ADMIN_KEY_HASH={hash_key(key)}\n")
+    else:
+        entry = json.dumps({"id": args.id, "hash": hash_key(key)})
+        sys.stdout.write(
+            "# Add this entry to GATEWAY_AUTH__KEYS (a JSON list) or to the list in "
+            "GATEWAY_AUTH__KEYS_FILE:\n"
+        )
+        sys.stdout.write(entry + "\n")
+    return 0
+
+
+def _keys_hash(args: argparse.Namespace) -> int:
+    from gateway.auth.keys import hash_key
+
+    key = sys.stdin.read().strip()
+    if not key:
+        sys.stderr.write("no key on standard input\n")
+        return 2
+    sys.stdout.write(hash_key(key) + "\n")
+    return 0
+
+
+def _key_id(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", text):
+        raise argparse.ArgumentTypeError("1-64 characters of A-Za-z0-9._-")
+    return text
 
 
 def _configure_access_log(enabled: bool) -> None:
@@ -210,11 +293,10 @@ def _configure_access_log(enabled: bool) -> None:
     access.setLevel(logging.INFO)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_DB_HELP = (
+    "ledger SQLite file (default: the Postgres ledger at GATEWAY_LEDGER__URL if set, else "
+    "GATEWAY_LEDGER__PATH, else hybrid-gateway-ledger.sqlite3)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,8 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--db",
         type=Path,
-        help="ledger SQLite file (default: GATEWAY_LEDGER__PATH, else "
-        "hybrid-gateway-ledger.sqlite3)",
+        help=_DB_HELP,
     )
     output = report.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="the summary as /v1/usage's JSON")
@@ -261,26 +342,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", type=Path, metavar="PNG", help="also draw latency, spend and route share"
     )
     report.set_defaults(handler=_report)
-    evaluate = commands.add_parser(
-        "eval",
-        help="answer a JSONL dataset with the local model (greedy), score the gate's "
-        "signals and calibrate its threshold (no cloud calls yet: gold answers stand in)",
+    ledger = commands.add_parser("ledger", help="manage the request ledger's database")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    migrate = ledger_commands.add_parser(
+        "migrate",
+        help="create or upgrade the ledger's tables (safe to repeat); prints the schema "
+        "version before and after",
     )
-    evaluate.add_argument("dataset", type=Path, help="the dataset (JSON lines)")
-    evaluate.add_argument(
-        "--policy", type=Path, help="routing policy YAML (default: the built-in policy)"
+    migrate.add_argument("--db", type=Path, help=_DB_HELP)
+    migrate.set_defaults(handler=_ledger_migrate)
+    keys = commands.add_parser("keys", help="create API keys and hash them for the settings")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser(
+        "create",
+        help="make a new random key; print it once, and the settings entry with its hash",
     )
-    evaluate.add_argument("--limit", type=_positive, help="only the first N items")
-    evaluate.add_argument(
-        "--out",
-        type=Path,
-        default=Path("eval-out"),
-        help="directory for cache.jsonl, eval.json and deferral.png (default: eval-out)",
+    create.add_argument("--id", type=_key_id, help="who the client key is for (A-Za-z0-9._-)")
+    create.add_argument(
+        "--admin", action="store_true", help="an admin key (/metrics, /v1/usage, /admin/*)"
     )
-    evaluate.add_argument(
-        "--max-tokens", type=_positive, default=64, help="completion tokens per item (default: 64)"
+    create.add_argument(
+        "--out", type=Path, help="write the key to this new file (mode 0600) instead of stdout"
     )
-    evaluate.set_defaults(handler=_eval)
+    create.set_defaults(handler=_keys_create)
+    hash_command = keys_commands.add_parser(
+        "hash", help="read a key from standard input and print its sha256: hash"
+    )
+    hash_command.set_defaults(handler=_keys_hash)
+    # eval and calibrate: their arguments and handlers live with the evaluation code.
+    add_eval_commands(commands)
     return parser
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway.auth.limits import KeyLimiter
 from gateway.cloud_route import Cloud
 from gateway.hybrid import Dispatcher
 from gateway.ledger.writer import Ledger
@@ -33,6 +34,8 @@ class Services:
     metrics: GatewayMetrics | None
     #: None when GATEWAY_LEDGER__ENABLED=false
     ledger: Ledger | None
+    #: per-key limits; None when no client key has any
+    limiter: KeyLimiter | None = None
 
 
 # async on purpose: FastAPI runs plain ``def`` dependencies in a worker thread.

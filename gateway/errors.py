@@ -7,6 +7,12 @@ Tree::
     │   ├── ContextLengthExceededError   400 code=context_length_exceeded
     │   └── RequestTooLargeError         413 code=request_too_large (body over the limit)
     ├── ModelNotFoundError               404 code=model_not_found
+    ├── AuthenticationError              401 code=invalid_api_key, WWW-Authenticate: Bearer
+    ├── PermissionDeniedError            403 code=permission_denied (or admin_key_not_configured)
+    ├── RateLimitExceededError           429 rate_limit_error code=rate_limit_exceeded (a key's
+    │   │                                    requests or tokens per minute), Retry-After
+    │   └── BudgetExhaustedError         429 insufficient_quota (the key's daily cloud budget
+    │                                        is spent): Retry-After = seconds to UTC midnight
     ├── UpstreamError                    502 code=upstream_error (cloud unreachable, 5xx after
     │                                        retries, malformed reply, stream cut, 401/403)
     ├── UpstreamTimeoutError             504 code=upstream_timeout (connect/read/total deadline)
@@ -92,6 +98,41 @@ class ModelNotFoundError(GatewayError):
     status_code = 404
     error_type = "invalid_request_error"
     default_code = "model_not_found"
+
+
+class AuthenticationError(GatewayError):
+    """No API key, or one that matches no configured key (never quoted back)."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class PermissionDeniedError(GatewayError):
+    status_code = 403
+    error_type = "invalid_request_error"
+    default_code = "permission_denied"
+
+
+class RateLimitExceededError(GatewayError):
+    """One of the client key's own limits; OpenAI's code, so SDKs back off and retry."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_seconds: float) -> None:
+        seconds = max(1, math.ceil(retry_after_seconds))
+        super().__init__(message, headers={"Retry-After": str(seconds)})
+
+
+class BudgetExhaustedError(RateLimitExceededError):
+    # OpenAI's type and code for a spent quota.
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
 
 
 class ServiceUnavailableError(GatewayError):

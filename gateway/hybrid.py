@@ -17,6 +17,7 @@ from gateway import cloud_route, local_route
 from gateway.cloud_route import Cloud, CloudJob
 from gateway.disconnect import ClientDisconnected, cancel_on_disconnect
 from gateway.errors import (
+    BudgetExhaustedError,
     CloudUnavailableError,
     GatewayError,
     UpstreamError,
@@ -45,6 +46,8 @@ class Call:
     #: why ``local`` is None, raised if the request must run locally after all
     local_error: GatewayError | None
     cloud: CloudJob
+    #: the client key's daily cloud budget is spent: seconds until it resets (UTC midnight)
+    budget_reset_s: float | None = None
 
 
 def _breaker_open(cloud: Cloud) -> bool:
@@ -58,6 +61,8 @@ class Dispatcher:
 
     async def serve(self, request: Request, call: Call, policy: Policy) -> Response:
         decision = call.decision
+        if call.budget_reset_s is not None and decision.cloud_allowed and decision.route != "local":
+            return await self._over_budget(request, call, policy, call.budget_reset_s)
         usable = self.cloud is not None and decision.cloud_allowed
         if call.local is None and decision.route != "cloud":
             # Too long for the local model: the cloud may still take it.
@@ -74,6 +79,19 @@ class Dispatcher:
                 # Holding tokens back would only delay the stream: nothing could change.
                 return await self._local(request, call, Outcome("local", decision.reason))
         return await self._gated(request, call, policy)
+
+    async def _over_budget(
+        self, request: Request, call: Call, policy: Policy, reset_s: float
+    ) -> Response:
+        """A request that could reach the cloud, from a key whose cloud budget is spent."""
+        if call.decision.reason == "model-pinned-cloud" or policy.on_budget_exhausted == "reject":
+            raise BudgetExhaustedError(
+                "This API key's daily cloud budget is spent; it resets at midnight UTC.",
+                retry_after_seconds=reset_s,
+            )
+        # local_only: no cloud call, and no gate either (it could only escalate).
+        outcome = Outcome("local", call.decision.reason, degraded="budget-exhausted")
+        return await self._local(request, call, outcome)
 
     async def _local(self, request: Request, call: Call, outcome: Outcome) -> Response:
         if call.local is None:

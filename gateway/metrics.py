@@ -12,8 +12,9 @@ create many apps in one process, and two gateways must not share counts.
 
 Label values are bounded: route is one of ``ROUTES``, reason a rule name of the
 policy (or a reason the router reserves), status an HTTP status code, endpoint
-``chat``/``text``, degraded ``cloud-unavailable``/``cloud-error``. Request ids,
-model ids (client-chosen), prompts, error messages and key ids never become labels.
+``chat``/``text``, degraded ``cloud-unavailable``/``cloud-error``/``budget-exhausted``.
+Request ids, model ids (client-chosen), prompts, error messages and key ids never
+become labels.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class GatewayMetrics:
         )
         self._degraded = Counter(
             PREFIX + "degraded_total",
-            "Answers that are not what the policy wanted, by why (cloud-unavailable, cloud-error).",
+            "Answers that are not what the policy wanted, by why (cloud-unavailable, "
+            "cloud-error, budget-exhausted).",
             ("why",),
             registry=registry,
         )

@@ -15,7 +15,8 @@ class Outcome:
     reason: str
     confidence: float | None = None
     threshold: float | None = None
-    #: why the answer is not what the policy wanted ("cloud-unavailable", "cloud-error")
+    #: why the answer is not what the policy wanted ("cloud-unavailable", "cloud-error",
+    #: "budget-exhausted")
     degraded: str | None = None
 
     def headers(self) -> dict[str, str]:

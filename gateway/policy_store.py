@@ -41,19 +41,26 @@ class PolicyStore:
 
     def reload(self) -> bool:
         """Re-read the file; keep the current policy if the new one is invalid."""
-        if self.path is None:
+        try:
+            return self.reload_or_raise() is not None
+        except PolicyError:
             return False
+
+    def reload_or_raise(self) -> Policy | None:
+        """Re-read the file now (None without one); PolicyError, old policy kept, if invalid."""
+        if self.path is None:
+            return None
         self._stamp = _stamp(self.path)
         try:
             policy = load_policy(self.path)
         except PolicyError as exc:
             self.failed_reloads += 1
             logger.error("policy reload failed, keeping the previous policy:\n%s", exc)
-            return False
+            raise
         self._policy = policy  # one reference swap: requests see old or new, never a mix
         self.reloads += 1
         logger.info("policy reloaded from %s", self.path)
-        return True
+        return policy
 
     def changed(self) -> bool:
         return self.path is not None and _stamp(self.path) != self._stamp

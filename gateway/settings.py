@@ -7,6 +7,7 @@ Every field documents itself; the README lists them all with their defaults.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +44,13 @@ class ServerSettings(BaseModel):
         True,
         description="One JSON line per completion request on stderr (the ledger record's "
         "fields, no prompt or answer text); replaces uvicorn's plain access log.",
+    )
+    shutdown_grace_s: int = Field(
+        30,
+        ge=0,
+        description="On SIGTERM or SIGINT: new connections are refused at once, requests "
+        "already started get this many seconds to finish, then they are cut; the ledger is "
+        "flushed and the process exits 0.",
     )
 
 
@@ -286,9 +294,11 @@ def _default_price() -> CloudPrice:
 
 
 class LedgerSettings(BaseModel):
-    """The request ledger: one SQLite row per request, with its costs."""
+    """The request ledger: one row per request, with its costs (SQLite, or Postgres by URL)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Errors must not echo what was given: URL may hold a database password. (Settings hides
+    # inputs too; this covers the ledger commands, which validate LedgerSettings alone.)
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     store_content: bool = Field(
         False,
@@ -302,6 +312,12 @@ class LedgerSettings(BaseModel):
         Path("hybrid-gateway-ledger.sqlite3"),
         description="SQLite file of the ledger; a relative path is relative to the working "
         "directory.",
+    )
+    url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL (postgresql://user:password@host:5432/db); set = the "
+        "ledger is kept in Postgres instead of PATH's SQLite file, so replicas can share it. "
+        "A secret: shown only with the password masked.",
     )
     max_queue: int = Field(
         10_000,
@@ -353,6 +369,185 @@ class LedgerSettings(BaseModel):
         description="Carbon intensity of the electricity (gCO2e per kWh), used with POWER_WATTS.",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value().strip() if value is not None else ""
+        if not text:
+            return None
+        # The reason only, never the value: it may hold the password.
+        try:
+            scheme = urlsplit(text).scheme
+        except ValueError:
+            raise ValueError("is not a valid URL") from None
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return SecretStr(text)
+
+
+_KEY_ID = r"^[A-Za-z0-9._-]{1,64}$"
+_KEY_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _check_key_hash(value: str) -> str:
+    value = value.strip().lower()
+    if not _KEY_HASH.fullmatch(value):
+        # Never quote the value: it may be a key pasted where its hash belongs.
+        raise ValueError(
+            "must be 'sha256:' and 64 hex digits, as printed by `hybrid-gateway keys create` "
+            "(a hash, never the key itself)"
+        )
+    return value
+
+
+class KeyLimitSettings(BaseModel):
+    """Limits every client key gets unless its own entry in AUTH__KEYS sets others."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Completion requests a key may start in any 60 s; more -> 429 with "
+        "Retry-After. Unset = no limit.",
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Prompt + completion tokens (local and cloud) of a key's requests that "
+        "finished in the last 60 s; at or over it -> 429. Unset = no limit.",
+    )
+    daily_cloud_usd: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Cloud spend (USD, per UTC day) after which the policy's "
+        "on_budget_exhausted applies to the key (local_only or reject). Unset = no budget.",
+    )
+
+
+class ClientKey(BaseModel):
+    """One client API key, by the SHA-256 hash that ``hybrid-gateway keys create`` prints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    id: str = Field(
+        pattern=_KEY_ID,
+        description="Who holds the key: 1-64 of A-Za-z0-9._- (goes into records and logs).",
+    )
+    hash: str = Field(description="sha256:<64 hex digits> of the key.")
+    requests_per_minute: int | None = Field(None, ge=1, description="Overrides the default.")
+    tokens_per_minute: int | None = Field(None, ge=1, description="Overrides the default.")
+    daily_cloud_usd: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="Overrides the default."
+    )
+
+    @field_validator("hash")
+    @classmethod
+    def _valid_hash(cls, value: str) -> str:
+        return _check_key_hash(value)
+
+
+class AuthSettings(BaseModel):
+    """Client API keys for /v1/*, and the admin credential for /metrics, /v1/usage, /admin/*."""
+
+    # A key pasted where a hash belongs must not be echoed by a validation error.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    disabled: bool = Field(
+        False,
+        description="Local development only: no client key is needed (logged as a warning at "
+        "every start); admin routes stay open unless ADMIN_KEY_HASH is set.",
+    )
+    keys: list[ClientKey] = Field(
+        default_factory=list,
+        description='Client keys as JSON: [{"id": "alice", "hash": "sha256:..."}], optionally '
+        "with requests_per_minute, tokens_per_minute, daily_cloud_usd per key.",
+    )
+    keys_file: Path | None = Field(
+        None,
+        description="A YAML or JSON file with more client keys (a list of the same entries), "
+        "read at start-up.",
+    )
+    admin_key_hash: str | None = Field(
+        None,
+        description="sha256:<hex> of the admin key (/metrics, /v1/usage of every key, "
+        "/admin/*); unset = those answer 403 (open when DISABLED).",
+    )
+
+    _file_keys: tuple[ClientKey, ...] = PrivateAttr(())
+
+    @field_validator("admin_key_hash")
+    @classmethod
+    def _admin_hash(cls, value: str | None) -> str | None:
+        return _check_key_hash(value) if value is not None and value.strip() else None
+
+    @model_validator(mode="after")
+    def _read_keys_file(self) -> AuthSettings:
+        from pydantic import TypeAdapter, ValidationError
+
+        if self.keys_file is not None:
+            import yaml
+
+            try:
+                loaded = yaml.safe_load(self.keys_file.read_text())
+            except OSError as exc:
+                raise ValueError(f"keys_file cannot be read: {exc.strerror}") from None
+            except yaml.YAMLError as exc:
+                raise ValueError(f"keys_file is not YAML or JSON: {exc}") from None
+            try:
+                entries = TypeAdapter(list[ClientKey]).validate_python(loaded or [])
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(f"keys_file {self.keys_file}: {problems}") from None
+            self._file_keys = tuple(entries)
+        seen_ids: set[str] = set()
+        seen_hashes = {self.admin_key_hash} if self.admin_key_hash else set()
+        for key in self.client_keys():
+            if key.id in seen_ids:
+                raise ValueError(f"key id {key.id!r} is configured twice")
+            if key.hash in seen_hashes:
+                raise ValueError(f"key {key.id!r} has the hash of another (or the admin) key")
+            seen_ids.add(key.id)
+            seen_hashes.add(key.hash)
+        return self
+
+    def client_keys(self) -> tuple[ClientKey, ...]:
+        """KEYS then the entries of KEYS_FILE."""
+        return (*self.keys, *self._file_keys)
+
+
+class CorsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description='Browser origins allowed to call the API, as JSON (["https://app.example"]);'
+        ' empty = CORS off. "*" is refused: name each origin.',
+    )
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _explicit_origins(cls, origins: list[str]) -> list[str]:
+        checked = []
+        for origin in origins:
+            parts = urlsplit(origin.strip())
+            if origin.strip() == "*":
+                raise ValueError('"*" is not allowed: list each origin explicitly')
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or parts.username is not None
+            ):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
+            checked.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return checked
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -360,6 +555,9 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         validate_default=True,
+        # Errors give the field and the reason, never the value: it may be a secret (a
+        # database URL's password, a key). Only the outermost model's choice counts here.
+        hide_input_in_errors=True,
     )
 
     server: ServerSettings = Field(default_factory=ServerSettings)
@@ -368,6 +566,9 @@ class Settings(BaseSettings):
     cloud: CloudSettings = Field(default_factory=CloudSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    key_limits: KeyLimitSettings = Field(default_factory=KeyLimitSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
 
 
 def settings_reference() -> list[tuple[str, str, str]]:

@@ -29,6 +29,7 @@ from local_model.generation import Generation
 from router import Decision
 
 if TYPE_CHECKING:
+    from gateway.auth.limits import KeyLimiter
     from gateway.cloud import CloudUsage
     from gateway.ledger.writer import Ledger
     from gateway.metrics import GatewayMetrics
@@ -75,6 +76,8 @@ class RequestTrace:
     mask: Callable[[str], str] | None = None
     prompt_text: str | None = None
     completion_text: str | None = None
+    #: the client key's id (never the key), set by the auth middleware
+    key_id: str | None = None
 
     def answer(self, text: str) -> None:
         """The answer as the client received it (kept only with store_content)."""
@@ -134,6 +137,7 @@ class RequestTrace:
             cloud_attempts=self.cloud_attempts,
             ttft_seconds=self.first_byte - self.started if self.first_byte is not None else None,
             total_seconds=ended - self.started,
+            key_id=self.key_id,
             prompt_text=self._masked(self.prompt_text),
             completion_text=self._masked(self.completion_text),
         )
@@ -160,7 +164,12 @@ class Recorder:
     """Finishes traces into records: ledger, metrics, access log."""
 
     def __init__(
-        self, settings: Settings, *, ledger: Ledger | None, metrics: GatewayMetrics | None
+        self,
+        settings: Settings,
+        *,
+        ledger: Ledger | None,
+        metrics: GatewayMetrics | None,
+        limiter: KeyLimiter | None = None,
     ) -> None:
         from gateway.ledger.cost import price_costs
 
@@ -169,6 +178,8 @@ class Recorder:
         self._cloud_model = settings.cloud.model
         self.ledger = ledger
         self.metrics = metrics
+        #: per-key limits count each finished request's tokens and cloud spend
+        self.limiter = limiter
         self._pending: set[asyncio.Task[None]] = set()
         self.finished = 0
 
@@ -200,6 +211,8 @@ class Recorder:
         self.finished += 1
         if self.ledger is not None:
             self.ledger.record(record, costs)  # priced once, for ledger, metrics and log
+        if self.limiter is not None:
+            self.limiter.observe(record, costs.cloud_usd)
         if self.metrics is not None:
             try:
                 self.metrics.observe(

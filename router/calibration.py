@@ -168,6 +168,21 @@ def apgr(curve: Sequence[DeferralPoint], r_local: float, r_cloud: float) -> floa
     return _trapezoid(shares, [pgr(point.quality, r_local, r_cloud) for point in curve])
 
 
+def normalised_gain(value: float, random_apgr: float, oracle_apgr: float) -> float:
+    """Where an APGR lies between a random router (0) and the oracle (1):
+    ``(APGR - APGR_random) / (APGR_oracle - APGR_random)``.
+
+    APGR alone hides a ceiling: when the cloud is always right and the local
+    model right on a share p of items, the oracle reaches only 0.5 + p / 2. In
+    that setting the gain of a confidence curve equals 2 * AUROC - 1 (up to
+    ties and the discrete trapezoid). Raises ValueError when the oracle is no
+    better than random (nothing to gain).
+    """
+    if oracle_apgr == random_apgr:
+        raise ValueError("the normalised gain is undefined when the oracle equals random")
+    return (value - random_apgr) / (oracle_apgr - random_apgr)
+
+
 def cpt(
     curve: Sequence[DeferralPoint], r_local: float, r_cloud: float, target: float
 ) -> float | None:

@@ -88,6 +88,14 @@ class Policy(Section):
             "'degrade' answers locally and marks the answer degraded, 'fail' answers 503."
         ),
     )
+    on_budget_exhausted: Literal["local_only", "reject"] = Field(
+        "local_only",
+        description=(
+            "When the client key's daily cloud budget is spent: 'local_only' answers its "
+            "requests that could reach the cloud locally, marked degraded (budget-exhausted); "
+            "'reject' answers them 429. Requests that stay local are served either way."
+        ),
+    )
 
     @field_validator("rules")
     @classmethod

@@ -95,12 +95,16 @@ class CloudClient:
         # Injected transports (tests) are shared by every client and closed once, by aclose.
         self._transport = transport
         shared = SharedTransport(transport) if transport is not None else None
+        # httpx's defaults, built once: every client would otherwise load the CA bundle
+        # again (15-60 ms on the event loop per new connection, seconds in a cold burst).
+        tls = httpx.create_ssl_context() if transport is None else True
 
         def one_connection() -> httpx.AsyncClient:
             return httpx.AsyncClient(
                 headers=headers,
                 timeout=timeout,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                verify=tls,
                 transport=shared,
                 # A redirect would be the upstream choosing where our traffic goes.
                 follow_redirects=False,

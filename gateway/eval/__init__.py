@@ -1,1 +1,2 @@
-"""Evaluation building blocks: datasets and answer checking (pure, no model)."""
+"""Routing evaluation: labelled datasets, answer checking, the ``eval`` and ``calibrate``
+commands, and their metrics, costs and reports (see docs/routing-eval.md)."""

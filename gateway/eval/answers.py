@@ -1,6 +1,6 @@
 """Answer checking for evaluation runs: is a model's free-text answer right?
 
-Four modes, each deliberately simple so that a score can be explained:
+Five modes, each deliberately simple so that a score can be explained:
 
 - ``contains``: some gold answer appears in the answer as whole words, after
   :func:`normalize` on both sides. Lenient: "Paris, of course" is right for
@@ -11,9 +11,11 @@ Four modes, each deliberately simple so that a score can be explained:
   within 1e-6 relative. See :func:`last_number` for what counts as a number.
 - ``choice``: the option letter A-E the answer picks equals the gold letter.
   See :func:`chosen_letter` for how the letter is found.
+- ``yesno``: the first "yes" or "no" in the answer equals the gold "yes"/"no"
+  ("true"/"false" count as yes/no). See :func:`yes_or_no`.
 
 An empty or blank answer is never right. A gold answer that cannot be read in
-its mode (no number, not a letter) is a dataset bug and raises ValueError;
+its mode (no number, not a letter, not yes/no) is a dataset bug and raises ValueError;
 ``gateway.eval.dataset`` checks this at load time.
 """
 
@@ -25,7 +27,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Literal, get_args
 
-Match = Literal["contains", "exact", "number", "choice"]
+Match = Literal["contains", "exact", "number", "choice", "yesno"]
 MATCH_MODES: tuple[str, ...] = get_args(Match)
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -130,6 +132,31 @@ def chosen_letter(text: str) -> str | None:
     return None
 
 
+_YES_NO = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
+
+
+def yes_or_no(text: str) -> str | None:
+    """The verdict the answer gives: the first of the words yes, no, true,
+    false in the normalised answer, as "yes" or "no"; None when there is none.
+
+    The first one decides, because a model states its verdict first and then
+    explains ("No, because yes-men ..." is no). "Not" and "nope" are not read:
+    an answer that never says yes or no is wrong, whatever it implies.
+    """
+    for word in normalize(text).split():
+        verdict = _YES_NO.get(word)
+        if verdict is not None:
+            return verdict
+    return None
+
+
+def _gold_yes_no(gold: str) -> str:
+    verdict = gold.strip().lower()
+    if verdict not in ("yes", "no"):
+        raise ValueError(f"gold answer {gold!r} is not yes or no")
+    return verdict
+
+
 def _gold_number(gold: str) -> float:
     value = last_number(gold)
     if value is None or len(numbers(gold)) != 1:
@@ -158,6 +185,8 @@ def validate_gold(gold: str, match: Match) -> None:
         _gold_number(gold)
     elif match == "choice":
         _gold_letter(gold)
+    elif match == "yesno":
+        _gold_yes_no(gold)
     elif not normalize(gold):
         # "The" or "..." normalises to nothing, and nothing is in every answer.
         raise ValueError(f"gold answer {gold!r} is empty once normalised")
@@ -184,5 +213,8 @@ def check(answer: str, gold: Sequence[str], match: Match) -> bool:
         if value is None:
             return False
         return any(_same_number(value, _gold_number(item)) for item in gold)
+    if match == "yesno":
+        verdict = yes_or_no(answer)
+        return verdict is not None and any(verdict == _gold_yes_no(item) for item in gold)
     letter = chosen_letter(answer)
     return letter is not None and any(letter == _gold_letter(item) for item in gold)

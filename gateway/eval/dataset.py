@@ -6,13 +6,14 @@ Each line is an object with:
   content) or ``prompt`` (a string): exactly one of the two;
 - ``answers``: a non-empty list of non-empty strings, the accepted answers;
 - ``match``: how an answer is checked, one of ``contains`` (the default),
-  ``exact``, ``number``, ``choice`` (see :mod:`gateway.eval.answers`);
+  ``exact``, ``number``, ``choice``, ``yesno`` (see :mod:`gateway.eval.answers`);
 - ``id`` (optional string): defaults to ``line-<n>``; ids must be unique.
 
 Blank lines are skipped. Unknown fields are errors, so a typo such as
 ``answer`` fails loudly instead of being ignored. Gold answers are checked
 against their mode at load time (a ``number`` answer must be one number, a
-``choice`` answer a letter A-E), so a bad dataset fails before any model runs.
+``choice`` answer a letter A-E, a ``yesno`` answer yes or no), so a bad
+dataset fails before any model runs.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ class LedgerRecord:
     route: RecordRoute | None
     #: the rule that decided (x-hybrid-reason)
     reason: str | None
-    #: "cloud-unavailable" / "cloud-error" when the answer is not what the policy wanted
+    #: "cloud-unavailable" / "cloud-error" / "budget-exhausted" when the answer is not what
+    #: the policy wanted
     degraded: str | None
     #: name of the privacy pattern that kept the request local
     privacy_match: str | None

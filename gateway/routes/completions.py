@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,6 +13,7 @@ from fastapi.responses import Response
 
 import local_model
 from gateway import local_route
+from gateway.auth.middleware import principal_of
 from gateway.cloud_route import CloudJob
 from gateway.deps import Services, ServicesDep
 from gateway.errors import ContextLengthExceededError, InvalidRequestError, ModelNotFoundError
@@ -81,12 +83,15 @@ async def _serve(
             f"the prompt has {len(prompt)} tokens, more than this gateway's limit of {limit}",
             param="messages" if kind == "chat" else "prompt",
         )
+    status = engine.status()
     facts = RequestFacts(
         model=body.model,
         messages=messages,
         prompt_tokens=len(prompt),
         max_tokens=requested_max_tokens,
-        local_wait_seconds=engine.status().estimated_wait_seconds,
+        # A full queue would refuse the request: an unbounded wait for the load rules, even in
+        # a cold burst, before any request has finished and a wait could be estimated.
+        local_wait_seconds=math.inf if status.saturated else status.estimated_wait_seconds,
         cloud_configured=services.cloud is not None,
     )
     decision = policy.decide(facts)
@@ -131,7 +136,19 @@ async def _serve(
         upstream_model=services.settings.cloud.model,
         trace=trace,
     )
-    call = Call(decision=decision, local=local, local_error=local_error, cloud=cloud)
+    principal = principal_of(request.state)
+    limiter = services.limiter
+    call = Call(
+        decision=decision,
+        local=local,
+        local_error=local_error,
+        cloud=cloud,
+        budget_reset_s=(
+            limiter.budget_reset_in(principal.key_id)
+            if limiter is not None and principal is not None
+            else None
+        ),
+    )
     return await services.dispatcher.serve(request, call, policy)
 
 

@@ -7,8 +7,9 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 
+from gateway.auth.middleware import principal_of
 from gateway.deps import ServicesDep
 from gateway.errors import InvalidRequestError, ServiceUnavailableError
 from gateway.ledger.store import LedgerStoreError
@@ -35,8 +36,12 @@ def _bound(text: str | None, now: float, param: str) -> float | None:
 
 
 @router.get("/v1/usage")
-async def usage(ledger: LedgerDep, since: str = "24h", until: str | None = None) -> dict[str, Any]:
+async def usage(
+    request: Request, ledger: LedgerDep, since: str = "24h", until: str | None = None
+) -> dict[str, Any]:
     """Requests, routes, latencies, tokens and costs with ``since <= started_at < until``.
+
+    With the admin key: every request. With a client key: that key's requests only.
 
     ``since``/``until``: a duration back from now (``90s``, ``30m``, ``24h``, ``7d``),
     an ISO-8601 timestamp (UTC unless it has an offset), or ``all``.
@@ -60,5 +65,8 @@ async def usage(ledger: LedgerDep, since: str = "24h", until: str | None = None)
             retry_after_seconds=5,
             code="ledger_unavailable",
         ) from exc
+    principal = principal_of(request.state)
+    if principal is not None and principal.kind == "client":
+        rows = [row for row in rows if row.record.key_id == principal.key_id]
     # Summing a busy day's rows takes a while: not on the event loop.
     return await asyncio.to_thread(summarize, rows, since=start, until=end)

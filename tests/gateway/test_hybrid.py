@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -206,6 +207,24 @@ def test_load_rule_offloads_to_the_cloud(make_client: Maker, engine, cloud) -> N
     engine.enqueue(["slow"] * 30, delay=0.05)
     with client.stream("POST", "/v1/chat/completions", json=_chat("x", model="local", stream=True)):
         response = client.post("/v1/chat/completions", json=_chat())
+    assert response.headers["x-hybrid-reason"] == "busy"
+    assert response.headers["x-hybrid-route"] == "cloud"
+
+
+def test_a_full_local_queue_offloads_before_any_wait_was_measured(
+    make_client: Maker, engine: FakeEngine, cloud: FakeCloud
+) -> None:
+    """A cold burst: no request has finished, so no wait is known, but the queue is full."""
+    client = make_client()
+    assert engine.seconds_per_request == 0.0
+    with contextlib.ExitStack() as streams:
+        for _ in range(5):  # one running and four waiting fill the fake's queue
+            engine.enqueue(["slow"] * 40, delay=0.05)
+            body = _chat("x", model="local", stream=True)
+            streams.enter_context(client.stream("POST", "/v1/chat/completions", json=body))
+        assert engine.status().saturated
+        response = client.post("/v1/chat/completions", json=_chat())
+    assert response.status_code == 200
     assert response.headers["x-hybrid-reason"] == "busy"
     assert response.headers["x-hybrid-route"] == "cloud"
 

@@ -15,6 +15,7 @@ from router.calibration import (
     curve_auc,
     deferral_curve,
     fit_logistic,
+    normalised_gain,
     oracle_curve,
     pgr,
     random_curve,
@@ -268,3 +269,33 @@ def test_threshold_rejects_bad_input() -> None:
         threshold_for_cloud_share([0.0], 1.5)
     with pytest.raises(ValueError, match="no confidences"):
         threshold_for_cloud_share([], 0.5)
+
+
+# --- normalised gain ---------------------------------------------------------
+
+
+def test_normalised_gain_by_hand_equals_two_auroc_minus_one() -> None:
+    # The gold stand-in: the cloud is right on every item, local on items 0 and 2.
+    local = [True, False, True, False, False]
+    cloud = [True] * 5
+    confidence = [0.9, 0.2, 0.4, 0.6, 0.1]
+    # Right answers 0.9 and 0.4 against wrong 0.2, 0.6, 0.1: 5 of 6 pairs ordered.
+    assert auroc(confidence, local) == pytest.approx(5 / 6)
+    # Deferring 4, 1, 2, 3, 0: PGR 0, 1/3, 2/3, 2/3, 1, 1 at steps of 0.2.
+    curve = deferral_curve(local, cloud, confidence)
+    assert apgr(curve, 0.4, 1.0) == pytest.approx(19 / 30)
+    # The oracle's ceiling with local accuracy p is 0.5 + p / 2, not 1.
+    oracle = apgr(oracle_curve(local, cloud), 0.4, 1.0)
+    assert oracle == pytest.approx(0.7)
+    random = apgr(random_curve(local, cloud), 0.4, 1.0)
+    assert random == pytest.approx(0.5)
+    gain = normalised_gain(apgr(curve, 0.4, 1.0), random, oracle)
+    assert gain == pytest.approx(2 / 3)
+    assert gain == pytest.approx(2 * auroc(confidence, local) - 1)
+    assert normalised_gain(oracle, random, oracle) == pytest.approx(1.0)
+    assert normalised_gain(random, random, oracle) == pytest.approx(0.0)
+
+
+def test_normalised_gain_undefined_without_headroom() -> None:
+    with pytest.raises(ValueError, match="oracle equals random"):
+        normalised_gain(0.5, 0.5, 0.5)

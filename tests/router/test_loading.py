@@ -65,7 +65,7 @@ def test_unknown_top_level_field() -> None:
     ]
     assert _problems("colour: blue") == [
         "policies/x.yaml: colour: unknown field (allowed: version, models, privacy, rules, "
-        "default, gate, on_cloud_unavailable)"
+        "default, gate, on_cloud_unavailable, on_budget_exhausted)"
     ]
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.cloud import CloudClient
 from gateway.errors import CloudUnavailableError
+from gateway.settings import CloudSettings
 from tests.gateway.cloud.conftest import (
     HangingBody,
     MakeClient,
@@ -213,3 +214,16 @@ async def test_aclose_closes_idle_clients_and_busy_ones_when_they_return(
     assert not client._pool._open
     with pytest.raises(RuntimeError, match="closed"):
         await client.complete("chat", dict(CHAT), response_model="hybrid")
+
+
+async def test_new_connections_share_one_tls_context() -> None:
+    """Each new client used to load the CA bundle again: 15-60 ms of the event loop per new
+    connection, so a cold burst of cloud requests stalled every other request for seconds."""
+    client = CloudClient(CloudSettings(base_url="https://cloud.test/v1", api_key="k"))
+    try:
+        async with client._pool.client() as first, client._pool.client() as second:
+            assert first is not second
+            contexts = {id(http._transport._pool._ssl_context) for http in (first, second)}
+        assert len(contexts) == 1
+    finally:
+        await client.aclose()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.eval.answers import Match, check, chosen_letter, last_number, normalize
+from gateway.eval.answers import (
+    Match,
+    check,
+    chosen_letter,
+    last_number,
+    normalize,
+    yes_or_no,
+)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +134,14 @@ def test_choice_check_and_article_a() -> None:
 
 @pytest.mark.parametrize(
     ("gold", "match"),
-    [(["no number"], "number"), (["1 or 2"], "number"), (["AB"], "choice"), (["The"], "exact")],
+    [
+        (["no number"], "number"),
+        (["1 or 2"], "number"),
+        (["AB"], "choice"),
+        (["The"], "exact"),
+        (["maybe"], "yesno"),
+        (["yes!"], "yesno"),
+    ],
 )
 def test_unreadable_gold_is_an_error(gold: list[str], match: Match) -> None:
     with pytest.raises(ValueError, match="gold answer"):
@@ -137,3 +151,37 @@ def test_unreadable_gold_is_an_error(gold: list[str], match: Match) -> None:
 def test_no_gold_is_an_error() -> None:
     with pytest.raises(ValueError, match="no gold"):
         check("Paris", [], "contains")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Yes.", "yes"),
+        ("no", "no"),
+        ("No, because yes-men agree.", "no"),
+        ("Yes and no.", "yes"),
+        ("The answer is yes", "yes"),
+        ("TRUE", "yes"),
+        ("That is false.", "no"),
+        ("Nope, not at all", None),
+        ("Noah and Yesenia", None),
+        ("Not in this passage.", None),
+        ("", None),
+    ],
+)
+def test_yes_or_no(text: str, expected: str | None) -> None:
+    assert yes_or_no(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "gold", "expected"),
+    [
+        ("Yes, it is.", ["yes"], True),
+        ("Yes, it is.", ["No"], False),
+        ("no.", [" NO "], True),
+        ("I cannot tell.", ["no"], False),
+        ("", ["yes"], False),
+    ],
+)
+def test_yesno(answer: str, gold: list[str], expected: bool) -> None:
+    assert check(answer, gold, "yesno") is expected

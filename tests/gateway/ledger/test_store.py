@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sqlite3
 from dataclasses import fields
 from pathlib import Path
@@ -157,6 +158,23 @@ async def test_a_failed_batch_writes_nothing(tmp_path: Path) -> None:
         assert await store.query() == []
         await store.write([row(request_id="good")])
         assert [r.record.request_id for r in await store.query()] == ["good"]
+    finally:
+        await store.aclose()
+
+
+async def test_a_removed_directory_fails_writes_until_it_is_back(tmp_path: Path) -> None:
+    """The open connection would otherwise write on into the deleted file, losing it all."""
+    directory = tmp_path / "ledger"
+    directory.mkdir()
+    store = SQLiteStore(directory / "ledger.sqlite3")
+    try:
+        await store.write([row(request_id="gone with the directory")])
+        shutil.rmtree(directory)
+        with pytest.raises(LedgerStoreError, match="unable to open"):
+            await store.write([row(request_id="kept by the writer")])
+        directory.mkdir()
+        await store.write([row(request_id="kept by the writer")])
+        assert [r.record.request_id for r in await store.query()] == ["kept by the writer"]
     finally:
         await store.aclose()
 
