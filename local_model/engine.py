@@ -74,6 +74,8 @@ class EngineConfig:
     prefix_cache: bool = True
     #: seconds between deliveries of streamed tokens to the event loop (0 = every token)
     stream_interval: float = 0.0
+    #: time a short generation at load, so the first burst's wait estimate has speeds
+    warm_up: bool = True
 
 
 class _LlamaTokenizer:
@@ -144,6 +146,14 @@ class LlamaEngine:
         self._closed = False
         self._tokens_per_second = 0.0
         self._seconds_per_request = 0.0
+        # The wait estimate (event-loop state): the expected seconds of every waiting
+        # request, and of the running one with when it started.
+        self._prefill_per_second = 0.0
+        self._completion_tokens = 0.0
+        self._expected: dict[int, float] = {}
+        self._running_expected = (0.0, 0.0)
+        if config.warm_up:
+            self._warm_up()
 
     @property
     def info(self) -> ModelInfo:
@@ -161,6 +171,7 @@ class LlamaEngine:
             max_waiting=self._config.max_waiting,
             tokens_per_second=self._tokens_per_second,
             seconds_per_request=self._seconds_per_request,
+            backlog_seconds=self._backlog_seconds() if self._tokens_per_second > 0 else None,
         )
 
     def submit(self, request: GenerationRequest) -> Generation:
@@ -168,7 +179,7 @@ class LlamaEngine:
             raise EngineClosedError("the local model is shutting down")
         busy = self._running + self._waiting
         if busy > self._config.max_waiting:
-            retry_after = max(1.0, busy * self._seconds_per_request)
+            retry_after = max(1.0, self.status().estimated_wait_seconds)
             raise QueueFullError(
                 f"the local model queue is full ({self._waiting} waiting)",
                 retry_after_seconds=retry_after,
@@ -176,9 +187,56 @@ class LlamaEngine:
         loop = asyncio.get_running_loop()
         generation = Generation(loop, wake_interval=self._config.stream_interval)
         self._waiting += 1
+        self._expected[id(generation)] = self._expected_seconds(request)
         submitted = time.perf_counter()
         self._executor.submit(self._run, request, generation, submitted, loop)
         return generation
+
+    def _expected_seconds(self, request: GenerationRequest) -> float:
+        """How long this request should keep the model busy, at the measured speeds.
+
+        The completion is expected to be as long as recent ones were, capped by its
+        ``max_tokens``; before any completion is seen, ``max_tokens`` itself (the
+        cautious guess: a load rule would rather offload too early than too late).
+        """
+        if self._tokens_per_second <= 0:
+            return 0.0
+        typical = self._completion_tokens or float(request.max_tokens)
+        completion = min(float(request.max_tokens), typical)
+        prefill = (
+            len(request.prompt_tokens) / self._prefill_per_second
+            if self._prefill_per_second > 0
+            else 0.0
+        )
+        return prefill + completion / self._tokens_per_second
+
+    def _backlog_seconds(self) -> float:
+        expected, started = self._running_expected
+        running = max(0.0, expected - (time.perf_counter() - started)) if self._running else 0.0
+        return running + sum(self._expected.values())
+
+    def _warm_up(self) -> None:
+        """A short greedy generation: pages the weights in and measures both speeds."""
+        llama = self._llama
+        prompt = llama.tokenize(b"The weather today is", add_bos=True, special=False)
+        started = time.perf_counter()
+        first: float | None = None
+        count = 0
+        tokens = llama.generate(prompt, temp=0.0)
+        try:
+            for _ in tokens:
+                if first is None:
+                    first = time.perf_counter()
+                count += 1
+                if count == 9:
+                    break
+        finally:
+            tokens.close()
+        ended = time.perf_counter()
+        llama.reset()
+        if first is not None and count > 1 and ended > first > started:
+            self._prefill_per_second = len(prompt) / (first - started)
+            self._tokens_per_second = (count - 1) / (ended - first)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -196,7 +254,7 @@ class LlamaEngine:
         submitted: float,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        loop.call_soon_threadsafe(self._started)
+        loop.call_soon_threadsafe(self._started, id(generation))
         try:
             done = self._generate(request, generation, submitted)
         except Exception as exc:
@@ -331,9 +389,10 @@ class LlamaEngine:
 
     # --- bookkeeping on the event loop ------------------------------------
 
-    def _started(self) -> None:
+    def _started(self, key: int) -> None:
         self._waiting -= 1
         self._running += 1
+        self._running_expected = (self._expected.pop(key, 0.0), time.perf_counter())
 
     def _finished(self) -> None:
         self._running -= 1
@@ -342,6 +401,11 @@ class LlamaEngine:
         speed = stats.decode_tokens_per_second
         if speed > 0:
             self._tokens_per_second = _ewma(self._tokens_per_second, speed)
+        if stats.prompt_tokens > 0 and stats.prefill_seconds > 0:
+            prefill = stats.prompt_tokens / stats.prefill_seconds
+            self._prefill_per_second = _ewma(self._prefill_per_second, prefill)
+        if stats.completion_tokens > 0:
+            self._completion_tokens = _ewma(self._completion_tokens, stats.completion_tokens)
         seconds = stats.prefill_seconds + stats.decode_seconds
         if seconds > 0:
             self._seconds_per_request = _ewma(self._seconds_per_request, seconds)

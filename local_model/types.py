@@ -128,10 +128,15 @@ class EngineStatus:
     tokens_per_second: float
     #: recent time a request keeps the model busy (exponentially weighted), 0 until measured
     seconds_per_request: float = 0.0
+    #: the engine's own estimate of the work ahead of a new request (seconds), from each
+    #: queued request's size; None = estimate from seconds_per_request alone
+    backlog_seconds: float | None = None
 
     @property
     def estimated_wait_seconds(self) -> float:
         """How long a request submitted now would wait before the model starts on it."""
+        if self.backlog_seconds is not None:
+            return self.backlog_seconds
         return (self.running + self.waiting) * self.seconds_per_request
 
     @property

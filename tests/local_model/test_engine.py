@@ -13,7 +13,7 @@ from local_model import (
     QueueFullError,
     SamplingParams,
 )
-from local_model.engine import LlamaEngine
+from local_model.engine import EngineConfig, LlamaEngine
 
 pytestmark = pytest.mark.model
 
@@ -123,3 +123,41 @@ async def test_full_queue_refuses_at_once(llama_engine: LlamaEngine) -> None:
     status = llama_engine.status()
     assert (status.running, status.waiting) == (0, 0)
     assert status.tokens_per_second > 0
+
+
+async def test_wait_estimate_has_speeds_before_the_first_request(model_path) -> None:
+    """A cold burst must see a wait: the load rule offloads on it (latency-first)."""
+    engine = LlamaEngine(EngineConfig(model_path=model_path, n_ctx=512, max_waiting=4))
+    try:
+        idle = engine.status()
+        assert idle.tokens_per_second > 0  # measured by the warm-up, no request yet
+        assert idle.estimated_wait_seconds == 0
+        prompt = tuple(engine.tokenizer.tokenize(COUNTING))
+        long = engine.submit(GenerationRequest(prompt, 400, GREEDY))
+        after_long = engine.status().estimated_wait_seconds
+        # Nothing has finished: the request's own max_tokens is the expected length.
+        assert after_long >= 400 / idle.tokens_per_second
+        short = engine.submit(GenerationRequest(prompt, 4, GREEDY))
+        after_short = engine.status().estimated_wait_seconds
+        assert after_long < after_short < after_long + 400 / idle.tokens_per_second
+        long.cancel()
+        await long.finished()
+        await short.result()
+        settled = engine.status()
+        assert (settled.running, settled.waiting) == (0, 0)
+        assert settled.estimated_wait_seconds == 0
+    finally:
+        await engine.aclose()
+
+
+async def test_engine_without_warm_up_estimates_nothing_until_measured(model_path) -> None:
+    engine = LlamaEngine(EngineConfig(model_path=model_path, n_ctx=256, warm_up=False))
+    try:
+        assert engine.status().tokens_per_second == 0
+        prompt = tuple(engine.tokenizer.tokenize(COUNTING))
+        generation = engine.submit(GenerationRequest(prompt, 400, GREEDY))
+        assert engine.status().estimated_wait_seconds == 0  # no speed known yet
+        generation.cancel()
+        await generation.finished()
+    finally:
+        await engine.aclose()
