@@ -47,6 +47,9 @@ from typing import Any, TypeVar
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gateway.auth.keys import hash_key  # noqa: E402
+
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvicorn[standard] installs it on Linux and macOS
@@ -162,10 +165,21 @@ async def mock_upstream(
     await send({"type": "http.response.body", "body": _COMPLETION})
 
 
-def serve_mock(port: int) -> None:
+def serve_mock(port: int, delay: float = 0.0) -> None:
+    """The mock, optionally answering each request ``delay`` seconds late (a slow cloud)."""
     import uvicorn
 
-    uvicorn.run(mock_upstream, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    async def delayed(
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "http":
+            await asyncio.sleep(delay)
+        await mock_upstream(scope, receive, send)
+
+    app = delayed if delay > 0 else mock_upstream
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -251,9 +265,10 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def start_mock(workdir: Path) -> Server:
+def start_mock(workdir: Path, delay: float = 0.0) -> Server:
     port = _free_port()
     argv = [sys.executable, str(Path(__file__).resolve()), "--serve-mock", str(port)]
+    argv += ["--mock-delay", str(delay)]
     server = Server("mock upstream", argv, _clean_env(), port, workdir)
     server.wait_ready("/")  # any answer (404) means it is listening
     return server
@@ -266,10 +281,12 @@ def start_gateway(mock: Server, policy: Path, extra_env: dict[str, str], workdir
     env.update(
         GATEWAY_CLOUD__BASE_URL=f"{mock.url}/v1",
         GATEWAY_CLOUD__API_KEY=API_KEY,
+        # Authentication on, as shipped: the load generator's key is a client key.
+        GATEWAY_AUTH__KEYS=json.dumps([{"id": "bench", "hash": hash_key(API_KEY)}]),
         GATEWAY_POLICY__FILE=str(policy),
         GATEWAY_LOCAL__N_CTX="512",
-        **extra_env,
     )
+    env.update(extra_env)
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)]
     server = Server("gateway", [*argv, "--log-level", "warning"], env, port, workdir)
     server.wait_ready("/readyz")
@@ -569,9 +586,10 @@ def main() -> None:
         "of one client per worker (costs the load generator more CPU)",
     )
     parser.add_argument("--serve-mock", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--mock-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_mock is not None:
-        serve_mock(args.serve_mock)
+        serve_mock(args.serve_mock, args.mock_delay)
         return
 
     def requests(concurrency: int, table: dict[int, int]) -> int:

@@ -40,10 +40,13 @@ import httpx
 import llama_cpp
 import numpy as np
 
+from gateway.auth.keys import hash_key
 from local_model.chat_template import ChatTemplate
 from local_model.logprobs import log_normalizer
 from local_model.model_path import embedded_model_path
 from local_model.types import ChatMessage
+
+API_KEY = "bench-key"
 
 PROMPTS = [
     "Explain how a bicycle works.",
@@ -188,6 +191,8 @@ class Gateway:
             GATEWAY_LOCAL__STREAM_INTERVAL_MS=str(stream_interval_ms),
             # the ledger stays on (it is part of the gateway), out of the way
             GATEWAY_LEDGER__PATH=os.path.join(tempfile.mkdtemp(), "ledger.sqlite3"),
+            # authentication on, as shipped
+            GATEWAY_AUTH__KEYS=json.dumps([{"id": "bench", "hash": hash_key(API_KEY)}]),
         )
         self.process = subprocess.Popen(
             [
@@ -205,7 +210,11 @@ class Gateway:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=300)
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}",
+            headers={"authorization": f"Bearer {API_KEY}"},
+            timeout=300,
+        )
         deadline = time.monotonic() + 120
         while True:
             try:
