@@ -122,7 +122,8 @@ def add_commands(commands: Any) -> None:
         "--write-policy",
         type=Path,
         metavar="YAML",
-        help="where to write the policy with the fitted gate (default: OUT/policy.yaml)",
+        help="where to write the policy with the fitted gate (default: "
+        "OUT/policy-SIGNAL-TARGET-seedS.yaml, e.g. policy-logistic-pgr0.8-seed0.yaml)",
     )
     calibrate.set_defaults(handler=calibrate_command)
 
@@ -291,7 +292,11 @@ def calibrate_command(args: argparse.Namespace) -> int:
     except CalibrationError as exc:
         sys.stderr.write(f"cannot calibrate: {exc}\n")
         return 1
-    destination = args.write_policy or args.out / "policy.yaml"
+    # Named by what was fitted, so calibrations in one directory (sharing its cache)
+    # do not overwrite each other.
+    kind = "share" if target.kind == "cloud_share" else "pgr"
+    stem = f"{args.signal}-{kind}{target.value:g}-seed{args.seed}"
+    destination = args.write_policy or args.out / f"policy-{stem}.yaml"
     held = result["split"]["held_out"]
     comment = (
         f"gate fitted by hybrid-gateway calibrate on {run.info.dataset} "
@@ -307,7 +312,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
     outputs = write_outputs(
         result,
         args.out,
-        "calibration",
+        f"calibration-{stem}",
         plotted=(
             CALIBRATED,
             *(["min"] if args.signal != "min" else []),

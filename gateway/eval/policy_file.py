@@ -37,7 +37,9 @@ _GATE = re.compile(r"^gate\s*:")
 
 def gate_block(gate: GatePolicy, comment: str) -> str:
     """A top-level ``gate:`` section in YAML, preceded by ``# comment`` lines."""
-    body = yaml.safe_dump({"gate": gate.model_dump(mode="json")}, sort_keys=False)
+    body = yaml.safe_dump(
+        {"gate": gate.model_dump(mode="json", exclude_none=True)}, sort_keys=False
+    )
     notes = "".join(f"# {line}\n" for line in comment.splitlines())
     return notes + body
 
@@ -69,35 +71,41 @@ def _without_gate(policy: Policy) -> dict[str, Any]:
     return data
 
 
+def _whole(base: Policy, gate: GatePolicy, intro: str) -> str:
+    """All of ``base`` with ``gate``, written out by the YAML dumper. Unset (null)
+    fields are left out when the text still reads back as the same policy."""
+    text = ""
+    for exclude_none in (True, False):
+        data = base.model_dump(mode="json", exclude_none=exclude_none)
+        data["gate"] = gate.model_dump(mode="json", exclude_none=exclude_none)
+        text = intro + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        try:
+            again = parse_policy(text)
+        except PolicyError:
+            continue
+        if again.gate == gate and _without_gate(again) == _without_gate(base):
+            break
+    return text
+
+
 def render(source: Path | None, gate: GatePolicy, comment: str) -> str:
     """The text of the new policy file. Raises PolicyError for an invalid source."""
-    block = gate_block(gate, comment)
+    intro = "".join(f"# {line}\n" for line in comment.splitlines())
     if source is None:
-        data = default_policy().model_dump(mode="json")
-        data["gate"] = gate.model_dump(mode="json")
-        intro = "".join(f"# {line}\n" for line in comment.splitlines())
-        return (
-            intro
-            + "# Starting point: the built-in default policy.\n"
-            + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return _whole(
+            default_policy(), gate, intro + "# Starting point: the built-in default policy.\n"
         )
     original = load_policy(source)
     text = source.read_text(encoding="utf-8")
-    edited = replace_gate(text, block)
+    edited = replace_gate(text, gate_block(gate, comment))
     try:
         again = parse_policy(edited, str(source))
     except PolicyError:
         again = None
     if again is not None and again.gate == gate and _without_gate(again) == _without_gate(original):
         return edited
-    data = original.model_dump(mode="json")
-    data["gate"] = gate.model_dump(mode="json")
-    intro = "".join(f"# {line}\n" for line in comment.splitlines())
-    return (
-        intro
-        + f"# Rewritten from {source.name} (its comments could not be kept).\n"
-        + (yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    )
+    note = f"# Rewritten from {source.name} (its comments could not be kept).\n"
+    return _whole(original, gate, intro + note)
 
 
 def write_policy(destination: Path, source: Path | None, gate: GatePolicy, comment: str) -> Policy:

@@ -66,12 +66,13 @@ def test_eval_then_calibrate_on_the_real_model(tmp_path: Path, model_path: Path)
     assert "HELD-OUT ONLY (3 items" in done.stdout
     # The answers came from eval's cache: nothing was generated again.
     assert (out / "cache.jsonl").read_text(encoding="utf-8") == cached
-    calibration = json.loads((out / "calibration.json").read_text(encoding="utf-8"))
+    written = out / "calibration-min-share0.5-seed0.json"
+    calibration = json.loads(written.read_text(encoding="utf-8"))
     held = calibration["split"]["held_out_ids"]
     assert len(held) == 3
     assert set(held) < set(expected_ids)
     assert [row["id"] for row in calibration["per_item"]] == held
-    policy = load_policy(out / "policy.yaml")
+    policy = load_policy(out / "policy-min-share0.5-seed0.yaml")
     assert policy.gate.signal == "min"
     assert policy.gate.threshold == calibration["fitted"]["threshold"]
 

@@ -53,6 +53,7 @@ def test_from_the_default_policy(tmp_path: Path) -> None:
     assert _without_gate(destination) == expected
     text = destination.read_text(encoding="utf-8")
     assert text.startswith("# fitted on 50 items\n# held-out APGR 0.7\n")
+    assert "null" not in text  # unset fields are left out when that reads back the same
     assert not (tmp_path / "out" / "policy.yaml.partial").exists()
 
 
