@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import numpy as np
 import pytest
 from llama_cpp import Llama
@@ -161,3 +164,21 @@ async def test_engine_without_warm_up_estimates_nothing_until_measured(model_pat
         await generation.finished()
     finally:
         await engine.aclose()
+
+
+def test_warm_up_runs_on_the_generation_thread(model_path) -> None:
+    """llama.cpp's CPU threads belong to the thread that first decodes: a warm-up on any
+    other thread left every later generation at half speed (bench/local_path.py, 0.65)."""
+    seen: list[str] = []
+
+    class Spy(LlamaEngine):
+        def _warm_up(self) -> None:
+            seen.append(threading.current_thread().name)
+            super()._warm_up()
+
+    engine = Spy(EngineConfig(model_path=model_path, n_ctx=256))
+    try:
+        assert len(seen) == 1 and seen[0].startswith("local-model"), seen
+        assert engine.status().tokens_per_second > 0
+    finally:
+        asyncio.run(engine.aclose())
