@@ -185,6 +185,9 @@ def main() -> int:
         *machine(),
         "",
     ]
+    changes = ROOT / "bench" / "CHANGES.md"
+    if changes.exists():
+        sections += [changes.read_text().strip(), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(header + sections))
     print(f"wrote {args.out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
