@@ -163,7 +163,7 @@ class Dispatcher:
         except BaseException:
             generation.cancel()
             raise
-        verdict = gate.judge(logprobs)
+        verdict = gate.judge(logprobs, prompt_tokens=call.cloud.prompt_tokens)
         confidence = verdict.confidence
         if not (verdict.escalate or aborted):
             outcome = Outcome("local", reason, confidence, verdict.threshold)

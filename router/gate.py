@@ -20,7 +20,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from router.schema import Section, StrictFloat, StrictInt
 
 Signal = Literal["mean", "min", "quantile", "first_k_min", "logistic"]
-Feature = Literal["mean", "min", "quantile", "first_k_min", "length"]
+Feature = Literal["mean", "min", "quantile", "first_k_min", "length", "log_prompt_tokens"]
 
 
 @dataclass(frozen=True)
@@ -42,22 +42,33 @@ def interpolated_quantile(values: Sequence[float], q: float) -> float:
 
 
 def confidence_signals(
-    logprobs: Sequence[float], *, quantile: float, first_k: int
+    logprobs: Sequence[float], *, quantile: float, first_k: int, prompt_tokens: int = 0
 ) -> dict[str, float]:
     """Every feature the gate can use, by name.
 
-    With no tokens the log-probability features are -inf (nothing supports the
-    answer) and length is 0.
+    The answer's: log-probability summaries and its length in tokens. The
+    prompt's: ``log_prompt_tokens``, ln(1 + its length in tokens by the local
+    tokenizer); 0 when the caller does not know it. With no tokens the
+    log-probability features are -inf (nothing supports the answer) and length is 0.
     """
+    prompt = math.log1p(max(0, prompt_tokens))
     if not logprobs:
         none = -math.inf
-        return {"mean": none, "min": none, "quantile": none, "first_k_min": none, "length": 0.0}
+        return {
+            "mean": none,
+            "min": none,
+            "quantile": none,
+            "first_k_min": none,
+            "length": 0.0,
+            "log_prompt_tokens": prompt,
+        }
     return {
         "mean": math.fsum(logprobs) / len(logprobs),
         "min": min(logprobs),
         "quantile": interpolated_quantile(logprobs, quantile),
         "first_k_min": min(logprobs[:first_k]),
         "length": float(len(logprobs)),
+        "log_prompt_tokens": prompt,
     }
 
 
@@ -76,8 +87,8 @@ class LogisticGate(Section):
     weights: dict[Feature, StrictFloat] = Field(
         min_length=1,
         description=(
-            "Weight per feature: mean, min, quantile, first_k_min (log-probabilities) "
-            "and length (tokens)."
+            "Weight per feature: mean, min, quantile, first_k_min (log-probabilities), "
+            "length (answer tokens) and log_prompt_tokens (ln(1 + prompt tokens))."
         ),
     )
 
@@ -152,13 +163,19 @@ class GatePolicy(Section):
             raise ValueError("required when signal is logistic (intercept and weights)")
         return value
 
-    def score(self, logprobs: Sequence[float]) -> float:
-        """The configured signal; with no tokens, the lowest possible confidence."""
+    def score(self, logprobs: Sequence[float], *, prompt_tokens: int = 0) -> float:
+        """The configured signal; with no tokens, the lowest possible confidence.
+
+        ``prompt_tokens`` (the prompt's length by the local tokenizer) feeds the
+        logistic signal's ``log_prompt_tokens`` feature; callers that know it pass it.
+        """
         if self.signal == "logistic":
             if not logprobs:
                 return 0.0
             assert self.logistic is not None  # validation guarantees it
-            features = confidence_signals(logprobs, quantile=self.quantile, first_k=self.first_k)
+            features = confidence_signals(
+                logprobs, quantile=self.quantile, first_k=self.first_k, prompt_tokens=prompt_tokens
+            )
             return self.logistic.probability(features)
         if not logprobs:
             return -math.inf
@@ -170,8 +187,8 @@ class GatePolicy(Section):
             return interpolated_quantile(logprobs, self.quantile)
         return min(logprobs[: self.first_k])
 
-    def judge(self, logprobs: Sequence[float]) -> GateVerdict:
-        confidence = self.score(logprobs)
+    def judge(self, logprobs: Sequence[float], *, prompt_tokens: int = 0) -> GateVerdict:
+        confidence = self.score(logprobs, prompt_tokens=prompt_tokens)
         # An empty answer carries no evidence that it is right: escalate it even
         # when the threshold is 0, which its confidence would otherwise equal.
         escalate = not logprobs or confidence < self.threshold

@@ -137,7 +137,7 @@ def fit_gate(
 
 
 def _side(rows: Sequence[Outcome], gate: GatePolicy) -> dict[str, Any]:
-    escalated = sum(1 for row in rows if gate.judge(row.logprobs).escalate)
+    escalated = sum(1 for row in rows if row.escalated_by(gate))
     return {
         "items": len(rows),
         "local_accuracy": sum(row.local_correct for row in rows) / len(rows),

@@ -131,7 +131,7 @@ def evaluate(
     if logistic is not None:
         confidences["logistic"] = logistic
     routes = pre_generation_routes(rows, policy, max_tokens=info.max_tokens)
-    escalated = sum(1 for row in rows if gate.judge(row.logprobs).escalate)
+    escalated = sum(1 for row in rows if row.escalated_by(gate))
     result = header(info, rows)
     result["notes"].append(LOGISTIC_NOTE)
     result.update(

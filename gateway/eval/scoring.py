@@ -50,6 +50,14 @@ class Outcome:
     def logprobs(self) -> tuple[float, ...]:
         return self.answered.local.logprobs
 
+    @property
+    def prompt_tokens(self) -> int:
+        return self.answered.local.prompt_tokens
+
+    def escalated_by(self, gate: GatePolicy) -> bool:
+        """Whether this gate sends the local answer on to the cloud."""
+        return gate.judge(self.logprobs, prompt_tokens=self.prompt_tokens).escalate
+
 
 def outcomes(answered: Sequence[Answered], gate: GatePolicy) -> list[Outcome]:
     """Check every answer; score the local one with the gate's features."""
@@ -64,7 +72,10 @@ def outcomes(answered: Sequence[Answered], gate: GatePolicy) -> list[Outcome]:
                 if a.cloud is None
                 else check(a.cloud.text, item.answers, item.match),
                 features=confidence_signals(
-                    a.local.logprobs, quantile=gate.quantile, first_k=gate.first_k
+                    a.local.logprobs,
+                    quantile=gate.quantile,
+                    first_k=gate.first_k,
+                    prompt_tokens=a.local.prompt_tokens,
                 ),
             )
         )
@@ -202,7 +213,7 @@ def pre_generation_routes(rows: Sequence[Outcome], policy: Policy, *, max_tokens
 
 def gate_ways(rows: Sequence[Outcome], gate: GatePolicy) -> list[Way]:
     """Every item through the gate: kept local, or escalated."""
-    return ["local->cloud" if gate.judge(row.logprobs).escalate else "local" for row in rows]
+    return ["local->cloud" if row.escalated_by(gate) else "local" for row in rows]
 
 
 def policy_ways(rows: Sequence[Outcome], gate: GatePolicy, routes: Sequence[str]) -> list[Way]:
@@ -214,7 +225,7 @@ def policy_ways(rows: Sequence[Outcome], gate: GatePolicy, routes: Sequence[str]
         elif route == "local":
             ways.append("local")
         else:
-            ways.append("local->cloud" if gate.judge(row.logprobs).escalate else "local")
+            ways.append("local->cloud" if row.escalated_by(gate) else "local")
     return ways
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from gateway import Settings, create_app
 from gateway.errors import UpstreamError
+from local_model import ChatMessage
 from tests.fakes import CloudReply, FakeCloud, FakeEngine
 
 POLICY = """
@@ -374,3 +376,34 @@ def test_holdback_zero_judges_the_whole_streamed_answer(
         with client.stream("POST", "/v1/chat/completions", json=_chat(stream=True)) as response:
             assert response.headers["x-hybrid-route"] == "local->cloud"
             assert _text(_sse(response)) == "Cloud answer"
+
+
+def test_the_gate_sees_the_prompt_length(tmp_path: Path, engine: FakeEngine, cloud) -> None:
+    """A logistic gate weighing only log_prompt_tokens: the same confident answer stays
+    local for a short prompt and escalates for a long one (the dispatcher passes the
+    prompt's token count to the gate)."""
+    short, long = "hi", " ".join(["word"] * 40)
+    counts = [
+        len(engine.tokenizer.tokenize_chat([ChatMessage("user", text)])) for text in (short, long)
+    ]
+    assert counts[0] < counts[1]
+    midpoint = (math.log1p(counts[0]) + math.log1p(counts[1])) / 2
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nprivacy:\n  detectors: []\nrules: []\ndefault: local_then_check\n"
+        "gate:\n  signal: logistic\n  threshold: 0.5\n  holdback_tokens: 0\n"
+        f"  logistic:\n    intercept: {10 * midpoint}\n    weights: {{log_prompt_tokens: -10.0}}\n"
+    )
+    app = create_app(
+        Settings(policy={"file": policy}),
+        engine_factory=lambda _: engine,
+        cloud_factory=lambda _: cloud,
+    )
+    with TestClient(app) as client:
+        routes = []
+        for text in (short, long):
+            engine.enqueue(["Sure", "."], logprobs=CONFIDENT[:2])
+            response = client.post("/v1/chat/completions", json=_chat(text))
+            assert response.status_code == 200, response.text
+            routes.append(response.headers["x-hybrid-route"])
+    assert routes == ["local", "local->cloud"]

@@ -199,7 +199,14 @@ def test_fit_logistic_separates_a_separable_set() -> None:
     rows = [_features(lp) for lp in RIGHT + WRONG]
     labels = [True] * len(RIGHT) + [False] * len(WRONG)
     model = fit_logistic(rows, labels)
-    assert set(model.weights) == {"mean", "min", "quantile", "first_k_min", "length"}
+    assert set(model.weights) == {
+        "mean",
+        "min",
+        "quantile",
+        "first_k_min",
+        "length",
+        "log_prompt_tokens",
+    }
     assert auroc([model.probability(row) for row in rows], labels) == 1.0
 
     gate = GatePolicy(signal="logistic", threshold=0.5, logistic=model)

@@ -39,10 +39,19 @@ def test_signals(fields: dict[str, object], expected: float) -> None:
 
 
 def test_confidence_signals_lists_every_feature() -> None:
-    signals = confidence_signals(LOGPROBS, quantile=0.1, first_k=2)
+    signals = confidence_signals(LOGPROBS, quantile=0.1, first_k=2, prompt_tokens=20)
     assert signals == pytest.approx(
-        {"mean": -1.36, "min": -4.0, "quantile": -3.2, "first_k_min": -0.5, "length": 5.0}
+        {
+            "mean": -1.36,
+            "min": -4.0,
+            "quantile": -3.2,
+            "first_k_min": -0.5,
+            "length": 5.0,
+            "log_prompt_tokens": math.log(21),
+        }
     )
+    # unknown prompt length: the feature is ln(1 + 0) = 0
+    assert confidence_signals(LOGPROBS, quantile=0.1, first_k=2)["log_prompt_tokens"] == 0.0
 
 
 def test_quantile_matches_numpy_default() -> None:

@@ -78,9 +78,16 @@ def test_logistic_gate() -> None:
     fitted = fit_gate(rows, GATE, "logistic", Target("cloud_share", 0.4))
     assert fitted.gate.signal == "logistic"
     assert fitted.gate.logistic is not None
-    assert set(fitted.gate.logistic.weights) == {"mean", "min", "quantile", "first_k_min", "length"}
+    assert set(fitted.gate.logistic.weights) == {
+        "mean",
+        "min",
+        "quantile",
+        "first_k_min",
+        "length",
+        "log_prompt_tokens",
+    }
     assert 0.0 <= fitted.gate.threshold <= 1.0
-    assert sum(fitted.gate.judge(row.logprobs).escalate for row in rows) == 8
+    assert sum(row.escalated_by(fitted.gate) for row in rows) == 8
 
 
 def test_what_cannot_be_fitted_is_an_error() -> None:
@@ -124,7 +131,10 @@ def test_metrics_are_on_the_held_out_split_only() -> None:
     expected = sum(a.local.text == "yes" for a in held_rows) / len(held_rows)
     assert result["local_accuracy"] == expected
     assert set(result["beats"]) == {"mean", "min", "quantile", "first_k_min", "length"}
-    realised = sum(gate.judge(a.local.logprobs).escalate for a in held_rows) / len(held_rows)
+    realised = sum(
+        gate.judge(a.local.logprobs, prompt_tokens=a.local.prompt_tokens).escalate
+        for a in held_rows
+    ) / len(held_rows)
     assert result["at_threshold"]["cloud_share"] == realised
     assert any("held-out" in note for note in result["notes"])
 
