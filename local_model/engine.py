@@ -156,7 +156,12 @@ class LlamaEngine:
             # On the worker thread, where every later generation runs: a first decode on
             # another thread left llama.cpp decoding at half speed for good (63 vs 131
             # tok/s here, bench/local_path.py).
-            self._executor.submit(self._warm_up).result()
+            try:
+                self._executor.submit(self._warm_up).result()
+            except Exception as exc:  # the model still serves; only the first estimate waits
+                logger.warning(
+                    "warm-up generation failed (%s): no wait estimate until a request ends", exc
+                )
 
     @property
     def info(self) -> ModelInfo:

@@ -182,3 +182,23 @@ def test_warm_up_runs_on_the_generation_thread(model_path) -> None:
         assert engine.status().tokens_per_second > 0
     finally:
         asyncio.run(engine.aclose())
+
+
+def test_a_failed_warm_up_leaves_the_engine_serving(model_path, caplog) -> None:
+    class Broken(LlamaEngine):
+        def _warm_up(self) -> None:
+            raise RuntimeError("no tokens today")
+
+    engine = Broken(EngineConfig(model_path=model_path, n_ctx=256))
+    try:
+        assert "warm-up generation failed (no tokens today)" in caplog.text
+        assert engine.status().tokens_per_second == 0  # no estimate until a request ends
+
+        async def one() -> int:
+            prompt = tuple(engine.tokenizer.tokenize(COUNTING))
+            done = await engine.submit(GenerationRequest(prompt, 3, GREEDY)).result()
+            return done.stats.completion_tokens
+
+        assert asyncio.run(one()) == 3
+    finally:
+        asyncio.run(engine.aclose())
