@@ -104,7 +104,8 @@ deploy-tools:
 	$$sudo env DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -q --no-install-recommends $$missing
 
-# Every benchmark, one after another (about 25 minutes); writes docs/benchmarks.md.
+# Every benchmark, one after another (about 8 minutes, plus a one-time llama-bench build);
+# writes docs/benchmarks.md.
 bench: install-dev
 	$(BIN)/python bench/run_all.py
 
