@@ -38,6 +38,7 @@ from psycopg.conninfo import conninfo_to_dict
 from gateway.ledger.store import (
     COLUMN_NAMES,
     TABLE,
+    UID_COLUMN,
     LedgerStoreError,
     Migration,
     StoredRecord,
@@ -96,6 +97,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX {TABLE}_started_at ON {TABLE} (started_at)",
         f"CREATE INDEX {TABLE}_route_started_at ON {TABLE} (route, started_at)",
     ),
+    # 2: the writer's id for each row (see store.py), so a batch retried after a commit
+    # whose acknowledgement was lost cannot store a record twice.
+    (
+        f"ALTER TABLE {TABLE} ADD COLUMN {UID_COLUMN} text",
+        f"CREATE UNIQUE INDEX {TABLE}_{UID_COLUMN} ON {TABLE} ({UID_COLUMN})",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -103,8 +110,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = int.from_bytes(b"hybridlg", "big")
 
 _INSERT = (
-    f"INSERT INTO {TABLE} ({', '.join(COLUMN_NAMES)}) "
-    f"VALUES ({', '.join('%s' for _ in COLUMN_NAMES)})"
+    f"INSERT INTO {TABLE} ({', '.join((*COLUMN_NAMES, UID_COLUMN))}) "
+    f"VALUES ({', '.join('%s' for _ in range(len(COLUMN_NAMES) + 1))}) "
+    f"ON CONFLICT ({UID_COLUMN}) DO NOTHING"
 )
 _SELECT = f"SELECT {', '.join(COLUMN_NAMES)} FROM {TABLE}"
 

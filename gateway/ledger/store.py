@@ -22,9 +22,10 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -74,6 +75,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("savings_usd", "REAL NOT NULL"),
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+#: not a record field: the id the writer gives each row, unique, so writing it twice is a no-op
+UID_COLUMN = "record_uid"
 _RECORD_FIELDS = tuple(f.name for f in fields(LedgerRecord))
 _COST_FIELDS = tuple(f.name for f in fields(Costs))
 
@@ -91,11 +94,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX IF NOT EXISTS {TABLE}_started_at ON {TABLE} (started_at)",
         f"CREATE INDEX IF NOT EXISTS {TABLE}_route_started_at ON {TABLE} (route, started_at)",
     ),
+    # 2: every row carries the writer's id for it, so a batch written again after an
+    # unacknowledged commit cannot store a record twice (rows from version 1 keep NULL).
+    (
+        f"ALTER TABLE {TABLE} ADD COLUMN {UID_COLUMN} TEXT",
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_{UID_COLUMN} ON {TABLE} ({UID_COLUMN})",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _INSERT = (
-    f"INSERT INTO {TABLE} ({', '.join(COLUMN_NAMES)}) "
-    f"VALUES ({', '.join('?' for _ in COLUMN_NAMES)})"
+    f"INSERT INTO {TABLE} ({', '.join((*COLUMN_NAMES, UID_COLUMN))}) "
+    f"VALUES ({', '.join('?' for _ in range(len(COLUMN_NAMES) + 1))}) "
+    f"ON CONFLICT ({UID_COLUMN}) DO NOTHING"
 )
 _SELECT = f"SELECT {', '.join(COLUMN_NAMES)} FROM {TABLE}"
 
@@ -116,10 +126,17 @@ def newer_schema_error(found: int, known: int) -> str:
     return f"schema version {found}, this gateway knows version {known}"
 
 
+def new_uid() -> str:
+    return uuid.uuid4().hex
+
+
 @dataclass(frozen=True)
 class StoredRecord:
     record: LedgerRecord
     costs: Costs
+    #: made once per record (a copy made with dataclasses.replace is a new record and gets
+    #: its own), kept across retries: the store ignores a row it already has
+    uid: str = field(default_factory=new_uid, compare=False, init=False)
 
     def as_row(self) -> dict[str, Any]:
         """Every record field then every cost field, by column name."""
@@ -146,9 +163,9 @@ class VersionedStore(LedgerStore, Protocol):
 
 
 def row_params(row: StoredRecord) -> tuple[Any, ...]:
-    """The row's values in COLUMN_NAMES order (a backend's INSERT parameters)."""
+    """The row's values in COLUMN_NAMES order, then its uid (a backend's INSERT parameters)."""
     values = row.as_row()
-    return tuple(values[name] for name in COLUMN_NAMES)
+    return (*(values[name] for name in COLUMN_NAMES), row.uid)
 
 
 def from_columns(columns: Iterable[Any]) -> StoredRecord:

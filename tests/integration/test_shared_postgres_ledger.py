@@ -26,6 +26,7 @@ import httpx
 import psycopg
 import pytest
 
+from gateway.ledger.postgres import SCHEMA_VERSION
 from tests.pg import free_port
 
 pytestmark = pytest.mark.model
@@ -186,10 +187,10 @@ def test_two_gateways_share_one_postgres_ledger(gateways: Gateways, postgres_url
             "FROM records"
         ).fetchall()
         versions = connection.execute("SELECT version FROM schema_version").fetchall()
-    assert versions == [(1,)]
+    assert versions == [(SCHEMA_VERSION,)]
     outputs = gateways.outputs()
     # Both started on the new schema; exactly one of them created it.
-    assert sum("from schema version 0 to 1" in output for output in outputs) == 1
+    assert sum(f"from schema version 0 to {SCHEMA_VERSION}" in output for output in outputs) == 1
     # Both served (the access log: one JSON line per completion request).
     assert [sum(line.startswith("{") for line in o.splitlines()) for o in outputs] == [20, 20]
     counts = Counter(row[0] for row in rows)

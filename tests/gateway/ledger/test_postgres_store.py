@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from gateway import Settings
 from gateway.cli import main
-from gateway.ledger.postgres import MIGRATION_LOCK, PostgresStore, redact_url
+from gateway.ledger.postgres import MIGRATION_LOCK, SCHEMA_VERSION, PostgresStore, redact_url
 from gateway.ledger.store import COLUMNS, LedgerStoreError, Migration, SQLiteStore
 from gateway.ledger.stores import open_store
 from gateway.ledger.summary import summarize
@@ -56,7 +56,7 @@ async def test_round_trip_of_every_field(postgres_url: str) -> None:
 async def test_table_has_sqlite_columns_with_postgres_types(postgres_url: str) -> None:
     store = PostgresStore(postgres_url)
     try:
-        assert await store.migrate() == Migration(0, 1)
+        assert await store.migrate() == Migration(0, SCHEMA_VERSION)
     finally:
         await store.aclose()
     found = _sql(
@@ -66,14 +66,18 @@ async def test_table_has_sqlite_columns_with_postgres_types(postgres_url: str) -
         "ORDER BY ordinal_position",
     )
     types = {"TEXT": "text", "REAL": "double precision", "INTEGER": "integer"}
-    expected = [("id", "bigint", "NO")] + [
-        (
-            name,
-            "boolean" if name == "stream" else types[kind.split()[0]],
-            "NO" if "NOT NULL" in kind else "YES",
-        )
-        for name, kind in COLUMNS
-    ]
+    expected = (
+        [("id", "bigint", "NO")]
+        + [
+            (
+                name,
+                "boolean" if name == "stream" else types[kind.split()[0]],
+                "NO" if "NOT NULL" in kind else "YES",
+            )
+            for name, kind in COLUMNS
+        ]
+        + [("record_uid", "text", "YES")]
+    )
     assert found == expected
     indexes = {
         r[0]
@@ -81,7 +85,7 @@ async def test_table_has_sqlite_columns_with_postgres_types(postgres_url: str) -
             postgres_url, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
         )
     }
-    assert {"records_started_at", "records_route_started_at"} <= indexes
+    assert {"records_started_at", "records_route_started_at", "records_record_uid"} <= indexes
 
 
 async def test_query_window_is_since_inclusive_until_exclusive(postgres_url: str) -> None:
@@ -104,18 +108,18 @@ async def test_query_window_is_since_inclusive_until_exclusive(postgres_url: str
 async def test_migration_is_idempotent(postgres_url: str) -> None:
     first = PostgresStore(postgres_url)
     try:
-        assert await first.migrate() == Migration(0, 1)
-        assert await first.migrate() == Migration(1, 1)
+        assert await first.migrate() == Migration(0, SCHEMA_VERSION)
+        assert await first.migrate() == Migration(SCHEMA_VERSION, SCHEMA_VERSION)
         await first.write([row(request_id="kept")])
     finally:
         await first.aclose()
     second = PostgresStore(postgres_url)  # another replica, later
     try:
-        assert await second.migrate() == Migration(1, 1)
+        assert await second.migrate() == Migration(SCHEMA_VERSION, SCHEMA_VERSION)
         assert [r.record.request_id for r in await second.query()] == ["kept"]
     finally:
         await second.aclose()
-    assert _sql(postgres_url, "SELECT version FROM schema_version") == [(1,)]
+    assert _sql(postgres_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_concurrent_migrations_take_turns(postgres_url: str) -> None:
@@ -133,13 +137,16 @@ async def test_concurrent_migrations_take_turns(postgres_url: str) -> None:
             await asyncio.sleep(0.02)
         await holder.rollback()
         results = await asyncio.gather(*migrations)
-        assert sorted((m.before, m.after) for m in results) == [(0, 1), (1, 1)]
+        assert sorted((m.before, m.after) for m in results) == [
+            (0, SCHEMA_VERSION),
+            (SCHEMA_VERSION, SCHEMA_VERSION),
+        ]
         for n, store in enumerate(stores):
             await store.write([row(request_id=f"from-{n}")])
             await store.aclose()
     finally:
         await holder.close()
-    assert _sql(postgres_url, "SELECT version FROM schema_version") == [(1,)]
+    assert _sql(postgres_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     assert sorted(_ids(postgres_url)) == ["from-0", "from-1"]
 
 
@@ -177,7 +184,7 @@ async def test_a_role_without_create_rights_uses_a_current_ledger(
         netloc = f"{role}:{password}@{parts.netloc.rpartition('@')[2]}"
         limited = PostgresStore(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
         try:
-            assert await limited.migrate() == Migration(1, 1)
+            assert await limited.migrate() == Migration(SCHEMA_VERSION, SCHEMA_VERSION)
             await limited.write([NONES])
             assert await limited.query() == [NONES]
         finally:
@@ -191,11 +198,12 @@ async def test_a_newer_schema_is_refused(postgres_url: str) -> None:
     store = PostgresStore(postgres_url)
     await store.write([NONES])
     await store.aclose()
-    _sql(postgres_url, "UPDATE schema_version SET version = 2")
+    _sql(postgres_url, "UPDATE schema_version SET version = 99")
     store = PostgresStore(postgres_url)
     try:
         with pytest.raises(
-            LedgerStoreError, match="schema version 2, this gateway knows version 1"
+            LedgerStoreError,
+            match=f"schema version 99, this gateway knows version {SCHEMA_VERSION}",
         ):
             await store.query()
     finally:
@@ -429,10 +437,12 @@ def test_cli_migrate_and_report_on_postgres(
     shown = redact_url(url)
     assert _migrate(capsys) == (
         0,
-        f"ledger: {shown}\nschema version before: 0\nschema version after: 1\n",
+        f"ledger: {shown}\nschema version before: 0\nschema version after: {SCHEMA_VERSION}\n",
         "",
     )
-    assert _migrate(capsys)[1].endswith("schema version before: 1\nschema version after: 1\n")
+    assert _migrate(capsys)[1].endswith(
+        f"schema version before: {SCHEMA_VERSION}\nschema version after: {SCHEMA_VERSION}\n"
+    )
 
     async def fill() -> None:
         store = PostgresStore(url)
@@ -471,10 +481,28 @@ def test_cli_migrate_on_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str
     db = tmp_path / "ledger.sqlite3"
     assert _migrate(capsys, "--db", str(db)) == (
         0,
-        f"ledger: {db}\nschema version before: 0\nschema version after: 1\n",
+        f"ledger: {db}\nschema version before: 0\nschema version after: {SCHEMA_VERSION}\n",
         "",
     )
-    assert _migrate(capsys, "--db", str(db))[1].endswith("before: 1\nschema version after: 1\n")
+    assert _migrate(capsys, "--db", str(db))[1].endswith(
+        f"before: {SCHEMA_VERSION}\nschema version after: {SCHEMA_VERSION}\n"
+    )
     with sqlite3.connect(db) as connection:
-        assert connection.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert connection.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
     connection.close()
+
+
+async def test_writing_a_batch_again_stores_it_once(postgres_url: str) -> None:
+    """What the writer does after a commit whose acknowledgement was lost."""
+    store = PostgresStore(postgres_url)
+    batch = [row(request_id="once-a"), row(request_id="once-b")]
+    try:
+        await store.write(batch)
+        await store.write(batch)
+        await store.write([row(request_id="once-a")])  # a new record with a repeated id is kept
+        ids = sorted(r.record.request_id for r in await store.query())
+    finally:
+        await store.aclose()
+    assert ids == ["once-a", "once-a", "once-b"]

@@ -10,7 +10,14 @@ import pytest
 
 from gateway.ledger.cost import Costs
 from gateway.ledger.record import LedgerRecord
-from gateway.ledger.store import COLUMN_NAMES, LedgerStoreError, SQLiteStore, StoredRecord
+from gateway.ledger.store import (
+    COLUMN_NAMES,
+    SCHEMA_VERSION,
+    LedgerStoreError,
+    Migration,
+    SQLiteStore,
+    StoredRecord,
+)
 from tests.gateway.ledger.rows import costs, row
 
 EVERY_FIELD_SET = StoredRecord(
@@ -103,7 +110,9 @@ async def test_schema_creation_is_idempotent(tmp_path: Path) -> None:
         finally:
             await store.aclose()
     with contextlib.closing(sqlite3.connect(path)) as connection:
-        assert connection.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert connection.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
         indexes = {r[1] for r in connection.execute("PRAGMA index_list(records)")}
     assert {"records_started_at", "records_route_started_at"} <= indexes
 
@@ -131,10 +140,10 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     await store.write([NONES])
     await store.aclose()
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
-        connection.execute("UPDATE schema_version SET version = 2")
+        connection.execute("UPDATE schema_version SET version = 99")
     store = SQLiteStore(path)
     try:
-        with pytest.raises(LedgerStoreError, match="schema version 2"):
+        with pytest.raises(LedgerStoreError, match="schema version 99"):
             await store.query()
     finally:
         await store.aclose()
@@ -185,3 +194,26 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
     await store.aclose()  # twice is fine
     with pytest.raises(LedgerStoreError, match="closed"):
         await store.write([NONES])
+
+
+async def test_a_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Version 2 adds each row's writer id; rows written before keep theirs empty."""
+    from gateway.ledger.store import MIGRATIONS, row_params
+
+    path = tmp_path / "ledger.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        for statement in MIGRATIONS[0]:
+            connection.execute(statement)
+        connection.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO schema_version VALUES (1)")
+        old = row_params(EVERY_FIELD_SET)[: len(COLUMN_NAMES)]  # no uid column in version 1
+        marks = ", ".join("?" for _ in COLUMN_NAMES)
+        connection.execute(f"INSERT INTO records ({', '.join(COLUMN_NAMES)}) VALUES ({marks})", old)
+    store = SQLiteStore(path)
+    try:
+        assert await store.migrate() == Migration(1, SCHEMA_VERSION)
+        await store.write([NONES])
+        rows = await store.query()
+        assert len(rows) == 2 and EVERY_FIELD_SET in rows and NONES in rows
+    finally:
+        await store.aclose()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.ledger.record import LedgerRecord
-from gateway.ledger.store import SQLiteStore, StoredRecord
+from gateway.ledger.store import LedgerStoreError, SQLiteStore, StoredRecord
 from gateway.ledger.writer import Ledger
 from gateway.settings import LedgerSettings
 from tests.gateway.ledger.rows import record
@@ -280,3 +280,35 @@ async def test_unwritable_path_never_reaches_serving(
     assert "unable to open database file" in _ledger_messages(caplog, logging.WARNING)[0]
     [lost] = _ledger_messages(caplog, logging.ERROR)
     assert "3 record(s) not written before shutdown are lost" in lost
+
+
+class LostAcknowledgement(SQLiteStore):
+    """Commits the first batch, then reports a failure, as a dropped connection after
+    COMMIT would: the writer must retry, and the retry must not store the rows twice."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.lost = 0
+
+    async def write(self, rows: Sequence[StoredRecord]) -> None:
+        await super().write(rows)
+        if self.lost == 0:
+            self.lost += 1
+            raise LedgerStoreError("connection lost after COMMIT")
+
+
+async def test_a_batch_retried_after_a_lost_commit_is_stored_once(tmp_path: Path) -> None:
+    store = LostAcknowledgement(tmp_path / "ledger.sqlite3")
+    ledger = _ledger(store, batch_size=10)
+    await ledger.start()
+    for r in _records(4):
+        ledger.record(r)
+    await _until(lambda: ledger.written == 4)
+    await ledger.aclose()
+    assert store.lost == 1
+    reader = SQLiteStore(tmp_path / "ledger.sqlite3")
+    try:
+        ids = [row.record.request_id for row in await reader.query()]
+    finally:
+        await reader.aclose()
+    assert ids == ["r0", "r1", "r2", "r3"]
