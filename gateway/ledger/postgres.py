@@ -45,6 +45,7 @@ from gateway.ledger.store import (
     from_columns,
     newer_schema_error,
     row_params,
+    window_clause,
 )
 
 logger = logging.getLogger(__name__)
@@ -305,14 +306,6 @@ async def _write(connection: Connection, params: list[tuple[Any, ...]]) -> None:
 async def _query(
     connection: Connection, since: float | None, until: float | None
 ) -> list[StoredRecord]:
-    conditions: list[str] = []
-    args: list[float] = []
-    if since is not None:
-        conditions.append("started_at >= %s")
-        args.append(since)
-    if until is not None:
-        conditions.append("started_at < %s")
-        args.append(until)
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    where, args = window_clause(since, until, "%s")
     cursor = await connection.execute(f"{_SELECT}{where} ORDER BY started_at, id", args)
     return [from_columns(row) for row in await cursor.fetchall()]

@@ -168,6 +168,22 @@ def row_params(row: StoredRecord) -> tuple[Any, ...]:
     return (*(values[name] for name in COLUMN_NAMES), row.uid)
 
 
+def window_clause(
+    since: float | None, until: float | None, placeholder: str
+) -> tuple[str, list[float]]:
+    """`` WHERE since <= started_at < until`` (either bound optional) and its arguments,
+    with the backend's parameter placeholder (``?`` or ``%s``)."""
+    conditions: list[str] = []
+    args: list[float] = []
+    if since is not None:
+        conditions.append(f"started_at >= {placeholder}")
+        args.append(since)
+    if until is not None:
+        conditions.append(f"started_at < {placeholder}")
+        args.append(until)
+    return (f" WHERE {' AND '.join(conditions)}" if conditions else ""), args
+
+
 def from_columns(columns: Iterable[Any]) -> StoredRecord:
     """A row back from its values in COLUMN_NAMES order (a backend's SELECT result)."""
     values = dict(zip(COLUMN_NAMES, columns, strict=True))
@@ -318,15 +334,7 @@ class SQLiteStore:
             raise
 
     def _query(self, since: float | None, until: float | None) -> list[StoredRecord]:
-        conditions: list[str] = []
-        args: list[float] = []
-        if since is not None:
-            conditions.append("started_at >= ?")
-            args.append(since)
-        if until is not None:
-            conditions.append("started_at < ?")
-            args.append(until)
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        where, args = window_clause(since, until, "?")
         try:
             cursor = self._connect().execute(f"{_SELECT}{where} ORDER BY started_at, id", args)
             return [from_columns(row) for row in cursor.fetchall()]
