@@ -429,6 +429,16 @@ async def run_block(
     return Block(latencies, wall, errors, cpu)
 
 
+def bench_client(base_url: str, connections: int, timeout: float = 30) -> httpx.AsyncClient:
+    """A client of the gateway (or the mock) with the bench's key and ``connections`` kept."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers={"authorization": f"Bearer {API_KEY}"},
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        timeout=timeout,
+    )
+
+
 def _clients(base_url: str, concurrency: int, *, shared: bool) -> list[httpx.AsyncClient]:
     """One client per worker (default), or one client with a pool of ``concurrency``.
 
@@ -440,12 +450,7 @@ def _clients(base_url: str, concurrency: int, *, shared: bool) -> list[httpx.Asy
     """
 
     def client(connections: int) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=base_url,
-            headers={"authorization": f"Bearer {API_KEY}"},
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            timeout=30,
-        )
+        return bench_client(base_url, connections)
 
     if shared:
         return [client(concurrency)] * concurrency

@@ -32,10 +32,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cloud_overhead import (  # noqa: E402  (a sibling script, not a package)
-    API_KEY,
     Server,
     _clean_env,
     _loadavg,
+    bench_client,
     run,
     start_gateway,
     start_mock,
@@ -83,12 +83,7 @@ async def burst(url: str, size: int, max_tokens: int) -> Counter[int]:
             await response.aread()
             return response.status_code
 
-    async with httpx.AsyncClient(
-        base_url=url,
-        headers={"authorization": f"Bearer {API_KEY}"},
-        limits=httpx.Limits(max_connections=size),
-        timeout=300,
-    ) as client:
+    async with bench_client(url, size, timeout=300) as client:
         return Counter(await asyncio.gather(*(one(client, i) for i in range(size))))
 
 

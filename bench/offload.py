@@ -38,9 +38,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cloud_overhead import (  # noqa: E402  (a sibling script, not a package)
-    API_KEY,
     Server,
     _loadavg,
+    bench_client,
     check_policy,
     percentile,
     run,
@@ -101,12 +101,7 @@ async def one(
 
 
 async def burst(url: str, size: int, max_tokens: int) -> list[tuple[float, float, str, int]]:
-    async with httpx.AsyncClient(
-        base_url=url,
-        headers={"authorization": f"Bearer {API_KEY}"},
-        limits=httpx.Limits(max_connections=size),
-        timeout=300,
-    ) as client:
+    async with bench_client(url, size, timeout=300) as client:
         questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(size)]
         return await asyncio.gather(*(one(client, q, max_tokens) for q in questions))
 
