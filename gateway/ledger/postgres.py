@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -37,16 +37,23 @@ from psycopg.conninfo import conninfo_to_dict
 
 from gateway.ledger.store import (
     COLUMN_NAMES,
+    ROUTE,
     TABLE,
     UID_COLUMN,
     LedgerStoreError,
     Migration,
+    PageKey,
     StoredRecord,
     from_columns,
     newer_schema_error,
+    page_query,
+    paged,
     row_params,
+    tally_of,
+    tally_query,
     window_clause,
 )
+from gateway.ledger.summary import PERCENTILES, RouteLatency, percentiles_of, summary_of
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +111,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"ALTER TABLE {TABLE} ADD COLUMN {UID_COLUMN} text",
         f"CREATE UNIQUE INDEX {TABLE}_{UID_COLUMN} ON {TABLE} ({UID_COLUMN})",
     ),
+    # 3: a client key's /v1/usage reads that key's rows of the window, not every row.
+    (f"CREATE INDEX {TABLE}_key_id_started_at ON {TABLE} (key_id, started_at)",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -116,6 +125,19 @@ _INSERT = (
     f"ON CONFLICT ({UID_COLUMN}) DO NOTHING"
 )
 _SELECT = f"SELECT {', '.join(COLUMN_NAMES)} FROM {TABLE}"
+# percentile_disc(f) is the value at row ceil(f * n) of the sorted non-NULL values (the
+# first row when that is 0): summary.nearest_rank, with f = p / 100 as Python computes it.
+_FRACTIONS = [p / 100 for p in PERCENTILES]
+
+
+def _latency_query(where: str) -> str:
+    """Each route's TTFT and total time at _FRACTIONS (arguments: those twice, then where's)."""
+    return (
+        f"SELECT {ROUTE}, "
+        "percentile_disc(%s::double precision[]) WITHIN GROUP (ORDER BY ttft_seconds), "
+        "percentile_disc(%s::double precision[]) WITHIN GROUP (ORDER BY total_seconds) "
+        f"FROM {TABLE}{where} GROUP BY 1"
+    )
 
 
 def redact_url(url: str) -> str:
@@ -183,6 +205,21 @@ class PostgresStore:
         self, *, since: float | None = None, until: float | None = None
     ) -> list[StoredRecord]:
         return await self._run(lambda connection: _query(connection, since, until))
+
+    async def summarize(
+        self, *, since: float | None, until: float | None, key_id: str | None = None
+    ) -> dict[str, Any]:
+        return await self._run(lambda connection: _summarize(connection, since, until, key_id))
+
+    def scan(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> AsyncIterator[StoredRecord]:
+        async def fetch(connection: Connection, after: PageKey) -> list[tuple[Any, ...]]:
+            statement, args = page_query(since, until, after, "%s")
+            cursor = await connection.execute(statement, args)
+            return await cursor.fetchall()
+
+        return paged(lambda after: self._run(lambda connection: fetch(connection, after)))
 
     async def migrate(self) -> Migration:
         """Bring the schema up to SCHEMA_VERSION now, on a fresh connection."""
@@ -309,3 +346,20 @@ async def _query(
     where, args = window_clause(since, until, "%s")
     cursor = await connection.execute(f"{_SELECT}{where} ORDER BY started_at, id", args)
     return [from_columns(row) for row in await cursor.fetchall()]
+
+
+async def _summarize(
+    connection: Connection, since: float | None, until: float | None, key_id: str | None
+) -> dict[str, Any]:
+    where, args = window_clause(since, until, "%s", key_id=key_id)
+    # Both statements see the same rows (one snapshot); the sorts stay in the server.
+    async with connection.transaction():
+        await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cursor = await connection.execute(tally_query(where), args)
+        tallies = [tally_of(row) for row in await cursor.fetchall()]
+        cursor = await connection.execute(_latency_query(where), [_FRACTIONS, _FRACTIONS, *args])
+        latency = {
+            route: RouteLatency(percentiles_of(ttft), percentiles_of(total))
+            for route, ttft, total in await cursor.fetchall()
+        }
+    return summary_of(tallies, latency, since=since, until=until)

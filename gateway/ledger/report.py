@@ -1,8 +1,9 @@
 """``hybrid-gateway report``: the ledger as tables, JSON, CSV, JSON lines or a plot.
 
 The tables show the same summary as ``GET /v1/usage`` (``--json`` prints the
-same JSON object as that endpoint); ``--csv`` and ``--jsonl`` export every
-row, record fields then cost fields.
+same JSON object as that endpoint), computed in the database; ``--csv`` and
+``--jsonl`` export every row, record fields then cost fields, a page at a time.
+The plot draws every row, so ``--plot`` reads the whole window into memory.
 """
 
 from __future__ import annotations
@@ -11,34 +12,33 @@ import asyncio
 import csv
 import json
 import textwrap
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, TypeVar
 
-from gateway.ledger.store import COLUMN_NAMES, LedgerStoreError, StoredRecord
+from gateway.ledger.store import COLUMN_NAMES, LedgerStore, LedgerStoreError, StoredRecord
 from gateway.ledger.stores import describe_store, open_store
-from gateway.ledger.summary import ROUTES, summarize
+from gateway.ledger.summary import ROUTES
 from gateway.settings import LedgerSettings
+
+T = TypeVar("T")
 
 Output = Literal["table", "json", "csv", "jsonl"]
 
 
-async def _load(
-    ledger: LedgerSettings, since: float | None, until: float | None
-) -> list[StoredRecord]:
-    store = open_store(ledger)
-    try:
-        return await store.query(since=since, until=until)
-    finally:
-        await store.aclose()
+def with_store(ledger: LedgerSettings, work: Callable[[LedgerStore], Awaitable[T]]) -> T:
+    """``work`` on the configured ledger's store, closed after; LedgerStoreError if it
+    cannot be read."""
 
+    async def run() -> T:
+        store = open_store(ledger)
+        try:
+            return await work(store)
+        finally:
+            await store.aclose()
 
-def load_rows(
-    ledger: LedgerSettings, *, since: float | None, until: float | None
-) -> list[StoredRecord]:
-    """Rows of the configured ledger in the window; LedgerStoreError if it cannot be read."""
-    return asyncio.run(_load(ledger, since, until))
+    return asyncio.run(run())
 
 
 def iso(moment: float | None, missing: str) -> str:
@@ -151,16 +151,16 @@ def _csv_value(value: Any) -> Any:
     return "" if value is None else value
 
 
-def write_csv(rows: Sequence[StoredRecord], out: TextIO) -> None:
+async def write_csv(rows: AsyncIterable[StoredRecord], out: TextIO) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMN_NAMES)
-    for row in rows:
+    async for row in rows:
         values = row.as_row()
         writer.writerow([_csv_value(values[name]) for name in COLUMN_NAMES])
 
 
-def write_jsonl(rows: Sequence[StoredRecord], out: TextIO) -> None:
-    for row in rows:
+async def write_jsonl(rows: AsyncIterable[StoredRecord], out: TextIO) -> None:
+    async for row in rows:
         out.write(json.dumps(row.as_row()) + "\n")
 
 
@@ -180,23 +180,24 @@ def report(
         err.write(f"no ledger database at {ledger.path} (see --db / GATEWAY_LEDGER__PATH)\n")
         return 1
     try:
-        rows = load_rows(ledger, since=since, until=until)
+        if output in ("csv", "jsonl"):
+            export = write_csv if output == "csv" else write_jsonl
+            with_store(ledger, lambda store: export(store.scan(since=since, until=until), out))
+        else:
+            summary = with_store(ledger, lambda store: store.summarize(since=since, until=until))
+            if output == "json":
+                out.write(json.dumps(summary) + "\n")
+            else:
+                out.write(format_summary(summary, describe_store(ledger)))
+        if plot is not None:
+            from gateway.ledger.plot import plot_rows
+
+            # The plot draws every row: the one output that holds the window in memory.
+            rows = with_store(ledger, lambda store: store.query(since=since, until=until))
+            plot_rows(rows, plot, since=since, until=until)
+            err.write(f"wrote {plot} ({len(rows)} records)\n")
     except LedgerStoreError as exc:
+        # An export may have written part of the window by then.
         err.write(f"cannot read the ledger: {exc}\n")
         return 1
-    if output == "csv":
-        write_csv(rows, out)
-    elif output == "jsonl":
-        write_jsonl(rows, out)
-    else:
-        summary = summarize(rows, since=since, until=until)
-        if output == "json":
-            out.write(json.dumps(summary) + "\n")
-        else:
-            out.write(format_summary(summary, describe_store(ledger)))
-    if plot is not None:
-        from gateway.ledger.plot import plot_rows
-
-        plot_rows(rows, plot, since=since, until=until)
-        err.write(f"wrote {plot} ({len(rows)} records)\n")
     return 0

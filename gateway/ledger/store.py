@@ -1,8 +1,9 @@
 """Where ledger rows are kept: a small interface, and SQLite behind it.
 
-The interface is what the writer and the usage endpoint need (write a batch,
-read a time window, close); SQLite is here, Postgres in postgres.py, and
-stores.py picks one from the settings.
+The interface is what the writer, the usage endpoint and ``report`` need
+(write a batch, read a time window, summarize it in the database, export it a
+page at a time, close); SQLite is here, Postgres in postgres.py, and stores.py
+picks one from the settings. The SQL that both backends run is here too.
 
 Schemas are versioned: each backend has a list of migrations (statements that
 take the schema from version N to N + 1) and a ``schema_version`` table that
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,6 +33,15 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.ledger.cost import Costs
 from gateway.ledger.record import LedgerRecord
+from gateway.ledger.summary import (
+    PERCENTILES,
+    Percentiles,
+    RouteLatency,
+    Tally,
+    nearest_rank,
+    percentiles_of,
+    summary_of,
+)
 
 T = TypeVar("T")
 
@@ -100,6 +111,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"ALTER TABLE {TABLE} ADD COLUMN {UID_COLUMN} TEXT",
         f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_{UID_COLUMN} ON {TABLE} ({UID_COLUMN})",
     ),
+    # 3: a client key's /v1/usage reads that key's rows of the window, not every row.
+    (f"CREATE INDEX IF NOT EXISTS {TABLE}_key_id_started_at ON {TABLE} (key_id, started_at)",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _INSERT = (
@@ -108,6 +121,34 @@ _INSERT = (
     f"ON CONFLICT ({UID_COLUMN}) DO NOTHING"
 )
 _SELECT = f"SELECT {', '.join(COLUMN_NAMES)} FROM {TABLE}"
+
+# What summary.route_name calls a row's route, in SQL.
+ROUTE = "coalesce(nullif(route, ''), 'none')"
+# summary.Tally's fields in SQL, one GROUP BY row per route, reason and status. The same
+# statement in both backends: count(x) counts non-NULL values, SUM over none is NULL.
+TALLY: dict[str, str] = {
+    "route": ROUTE,
+    "reason": "coalesce(nullif(reason, ''), 'none')",
+    "status": "status",
+    "requests": "count(*)",
+    "with_ttft": "count(ttft_seconds)",
+    "judged": "count(CASE WHEN confidence IS NOT NULL OR route = 'local->cloud' THEN 1 END)",
+    "escalated": "count(CASE WHEN route = 'local->cloud' THEN 1 END)",
+    "degraded": "count(degraded)",
+    "local_prompt_tokens": "sum(local_prompt_tokens)",
+    "local_completion_tokens": "sum(local_completion_tokens)",
+    "cloud_prompt_tokens": "sum(cloud_prompt_tokens)",
+    "cloud_completion_tokens": "sum(cloud_completion_tokens)",
+    "cloud_usd": "sum(cloud_usd)",
+    "local_usd": "sum(local_usd)",
+    "counterfactual_usd": "sum(counterfactual_usd)",
+    "savings_usd": "sum(savings_usd)",
+    "energy_requests": "count(local_energy_wh)",
+    "energy_wh": "sum(local_energy_wh)",
+    "gco2e": "sum(CASE WHEN local_energy_wh IS NOT NULL THEN coalesce(local_gco2e, 0.0) END)",
+}
+#: rows an export reads per query
+PAGE_ROWS = 1000
 
 
 class LedgerStoreError(Exception):
@@ -152,6 +193,17 @@ class LedgerStore(Protocol):
     ) -> list[StoredRecord]:
         """Rows with ``since <= started_at < until``, oldest first; LedgerStoreError on failure."""
 
+    async def summarize(
+        self, *, since: float | None, until: float | None, key_id: str | None = None
+    ) -> dict[str, Any]:
+        """summary.summarize of the window's rows (only ``key_id``'s, if given), computed in
+        the database: memory does not grow with the rows. LedgerStoreError on failure."""
+
+    def scan(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> AsyncIterator[StoredRecord]:
+        """The window's rows as ``query`` has them, read PAGE_ROWS at a time (for exports)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -169,19 +221,72 @@ def row_params(row: StoredRecord) -> tuple[Any, ...]:
 
 
 def window_clause(
-    since: float | None, until: float | None, placeholder: str
-) -> tuple[str, list[float]]:
-    """`` WHERE since <= started_at < until`` (either bound optional) and its arguments,
-    with the backend's parameter placeholder (``?`` or ``%s``)."""
+    since: float | None,
+    until: float | None,
+    placeholder: str,
+    *,
+    key_id: str | None = None,
+    also: Sequence[str] = (),
+) -> tuple[str, list[Any]]:
+    """`` WHERE since <= started_at < until`` (either bound optional; ``AND key_id = ...``
+    with a key; ``AND`` each of ``also``) and its arguments, with the backend's parameter
+    placeholder (``?`` or ``%s``). The arguments of placeholders in ``also`` come after."""
     conditions: list[str] = []
-    args: list[float] = []
+    args: list[Any] = []
     if since is not None:
         conditions.append(f"started_at >= {placeholder}")
         args.append(since)
     if until is not None:
         conditions.append(f"started_at < {placeholder}")
         args.append(until)
+    if key_id is not None:
+        conditions.append(f"key_id = {placeholder}")
+        args.append(key_id)
+    conditions.extend(also)
     return (f" WHERE {' AND '.join(conditions)}" if conditions else ""), args
+
+
+def tally_query(where: str) -> str:
+    """The window's tallies (TALLY's columns) for a ``window_clause``."""
+    return f"SELECT {', '.join(TALLY.values())} FROM {TABLE}{where} GROUP BY 1, 2, 3"
+
+
+def tally_of(columns: Iterable[Any]) -> Tally:
+    return Tally(**dict(zip(TALLY, columns, strict=True)))
+
+
+#: where a page ends: the last row's (started_at, id); None before the first page
+PageKey = tuple[float, int] | None
+
+
+def page_query(
+    since: float | None, until: float | None, after: PageKey, placeholder: str
+) -> tuple[str, list[Any]]:
+    """The next page of an export and its arguments: up to PAGE_ROWS rows after ``after``,
+    in (started_at, id) order. Keyset paging: each page is a query of its own, so no
+    cursor, transaction or lock is held between pages."""
+    where, args = window_clause(
+        since, until, placeholder, also=[f"(started_at, id) > ({placeholder}, {placeholder})"]
+    )
+    statement = (
+        f"SELECT started_at, id, {', '.join(COLUMN_NAMES)} FROM {TABLE}{where} "
+        f"ORDER BY started_at, id LIMIT {placeholder}"
+    )
+    return statement, [*args, *(after or (-math.inf, 0)), PAGE_ROWS]
+
+
+async def paged(
+    fetch: Callable[[PageKey], Awaitable[Sequence[tuple[Any, ...]]]],
+) -> AsyncIterator[StoredRecord]:
+    """The rows of ``page_query``'s pages, one ``fetch`` each, until a page is short."""
+    after: PageKey = None
+    while True:
+        page = await fetch(after)
+        for columns in page:
+            yield from_columns(columns[2:])
+        if len(page) < PAGE_ROWS:
+            return
+        after = (page[-1][0], page[-1][1])
 
 
 def from_columns(columns: Iterable[Any]) -> StoredRecord:
@@ -233,7 +338,21 @@ class SQLiteStore:
     async def query(
         self, *, since: float | None = None, until: float | None = None
     ) -> list[StoredRecord]:
-        return await self._run(lambda: self._query(since, until))
+        return await self._run(lambda: self._read(lambda c: self._query(c, since, until)))
+
+    async def summarize(
+        self, *, since: float | None, until: float | None, key_id: str | None = None
+    ) -> dict[str, Any]:
+        return await self._run(lambda: self._read(lambda c: _summarize(c, since, until, key_id)))
+
+    def scan(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> AsyncIterator[StoredRecord]:
+        def fetch(after: PageKey) -> list[tuple[Any, ...]]:
+            statement, args = page_query(since, until, after, "?")
+            return self._read(lambda c: c.execute(statement, args).fetchall())
+
+        return paged(lambda after: self._run(lambda: fetch(after)))
 
     async def migrate(self) -> Migration:
         """Bring the schema up to SCHEMA_VERSION now (creating the file if need be)."""
@@ -333,11 +452,79 @@ class SQLiteStore:
             self._disconnect()
             raise
 
-    def _query(self, since: float | None, until: float | None) -> list[StoredRecord]:
-        where, args = window_clause(since, until, "?")
+    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            cursor = self._connect().execute(f"{_SELECT}{where} ORDER BY started_at, id", args)
-            return [from_columns(row) for row in cursor.fetchall()]
+            return work(self._connect())
         except BaseException:
             self._disconnect()
             raise
+
+    @staticmethod
+    def _query(
+        connection: sqlite3.Connection, since: float | None, until: float | None
+    ) -> list[StoredRecord]:
+        where, args = window_clause(since, until, "?")
+        cursor = connection.execute(f"{_SELECT}{where} ORDER BY started_at, id", args)
+        return [from_columns(row) for row in cursor.fetchall()]
+
+
+def _summarize(
+    connection: sqlite3.Connection, since: float | None, until: float | None, key_id: str | None
+) -> dict[str, Any]:
+    where, args = window_clause(since, until, "?", key_id=key_id)
+    # One read transaction: every statement sees the same rows (WAL: a snapshot).
+    connection.execute("BEGIN")
+    try:
+        tallies = [tally_of(row) for row in connection.execute(tally_query(where), args)]
+        counts: dict[str, dict[str, int]] = {}
+        for tally in tallies:
+            on_route = counts.setdefault(tally.route, {"ttft_seconds": 0, "total_seconds": 0})
+            on_route["ttft_seconds"] += tally.with_ttft
+            on_route["total_seconds"] += tally.requests
+        found = {
+            column: _ranked(connection, column, since, until, key_id, counts)
+            for column in ("ttft_seconds", "total_seconds")
+        }
+    finally:
+        _rollback(connection)  # nothing was written: ending the read is all it does
+    latency = {
+        route: RouteLatency(found["ttft_seconds"][route], found["total_seconds"][route])
+        for route in counts
+    }
+    return summary_of(tallies, latency, since=since, until=until)
+
+
+def _ranked(
+    connection: sqlite3.Connection,
+    column: str,
+    since: float | None,
+    until: float | None,
+    key_id: str | None,
+    counts: dict[str, dict[str, int]],
+) -> dict[str, Percentiles]:
+    """Each route's nearest-rank percentiles of ``column`` (NULLs left out), given how many
+    non-NULL values each route has: the rank-th value of one sort by route and value."""
+    ranks = {
+        route: [nearest_rank(p, n[column]) for p in PERCENTILES]
+        for route, n in counts.items()
+        if n[column]
+    }
+    wanted = sorted({rank for route_ranks in ranks.values() for rank in route_ranks})
+    values: dict[tuple[str, int], float] = {}
+    if wanted:
+        where, args = window_clause(
+            since, until, "?", key_id=key_id, also=[f"{column} IS NOT NULL"]
+        )
+        statement = (
+            f"SELECT route, k, value FROM (SELECT {ROUTE} AS route, {column} AS value, "
+            f"row_number() OVER (PARTITION BY {ROUTE} ORDER BY {column}) AS k "
+            f"FROM {TABLE}{where}) WHERE k IN ({', '.join('?' for _ in wanted)})"
+        )
+        for route, k, value in connection.execute(statement, [*args, *wanted]):
+            values[(route, k)] = value
+    return {
+        route: percentiles_of(
+            [values[(route, rank)] for rank in ranks[route]] if route in ranks else None
+        )
+        for route in counts
+    }

@@ -11,8 +11,9 @@ import pytest
 
 from gateway.cli import main
 from gateway.ledger.plot import bucket_seconds
-from gateway.ledger.store import COLUMN_NAMES
+from gateway.ledger.store import COLUMN_NAMES, PAGE_ROWS
 from tests.gateway.ledger.conftest import sample_rows, write_rows
+from tests.gateway.ledger.rows import row
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -110,3 +111,14 @@ def test_bucket_width_keeps_the_share_panel_readable() -> None:
     assert bucket_seconds(2 * 3600) == 300
     assert bucket_seconds(24 * 3600) == 3600
     assert bucket_seconds(365 * 86400) == 7 * 86400
+
+
+def test_exports_span_several_pages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "many.sqlite3"
+    count = 2 * PAGE_ROWS + 500
+    write_rows(db, [row(request_id=f"m{n}", started_at=1000.0 + n // 3) for n in range(count)])
+    assert main(["report", "--db", str(db), "--since", "all", "--csv"]) == 0
+    ids = [r["request_id"] for r in csv.DictReader(io.StringIO(capsys.readouterr().out))]
+    assert ids == [f"m{n}" for n in range(count)]
+    assert main(["report", "--db", str(db), "--since", "all", "--jsonl"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == count

@@ -70,6 +70,14 @@ NONES = row(
     stream=False,
 )
 
+#: every index of the current schema, in both backends
+INDEXES = {
+    "records_started_at",
+    "records_route_started_at",
+    "records_record_uid",
+    "records_key_id_started_at",
+}
+
 
 def _pragma(path: Path, name: str) -> object:
     with contextlib.closing(sqlite3.connect(path)) as connection:
@@ -114,7 +122,7 @@ async def test_schema_creation_is_idempotent(tmp_path: Path) -> None:
             (SCHEMA_VERSION,)
         ]
         indexes = {r[1] for r in connection.execute("PRAGMA index_list(records)")}
-    assert {"records_started_at", "records_route_started_at"} <= indexes
+    assert INDEXES <= indexes
 
 
 async def test_query_window_is_since_inclusive_until_exclusive(tmp_path: Path) -> None:
@@ -217,3 +225,26 @@ async def test_a_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
         assert len(rows) == 2 and EVERY_FIELD_SET in rows and NONES in rows
     finally:
         await store.aclose()
+
+
+async def test_a_version_2_ledger_gets_the_client_key_index(tmp_path: Path) -> None:
+    """Version 3 indexes (key_id, started_at) for a client key's /v1/usage."""
+    from gateway.ledger.store import MIGRATIONS
+
+    path = tmp_path / "ledger.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+            connection.execute(statement)
+        connection.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO schema_version VALUES (2)")
+    store = SQLiteStore(path)
+    try:
+        await store.write([EVERY_FIELD_SET])  # opening it migrates
+        assert await store.migrate() == Migration(3, 3)
+        found = await store.summarize(since=None, until=None, key_id="key-7")
+    finally:
+        await store.aclose()
+    assert found["requests"] == 1 and found["by_route"]["local->cloud"] == 1
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        indexes = {r[1] for r in connection.execute("PRAGMA index_list(records)")}
+    assert "records_key_id_started_at" in indexes
