@@ -182,11 +182,14 @@ class CloudSettings(BaseModel):
         description="Deadline for a whole cloud request: retries, waits and the full stream.",
     )
     max_connections: int = Field(100, ge=1, description="Most open connections to the cloud.")
-    max_keepalive_connections: int = Field(
-        100,
+    keepalive_expiry_s: float = Field(
+        15.0, gt=0, description="Idle connections to the cloud close after this many seconds."
+    )
+    max_keepalive_connections: int | None = Field(
+        None,
         ge=0,
-        description="Connections kept open for reuse (httpcore counts busy ones too, so "
-        "anything below MAX_CONNECTIONS closes connections needlessly under load).",
+        description="Deprecated and ignored: idle connections are bounded by MAX_CONNECTIONS "
+        "and close after KEEPALIVE_EXPIRY_S. Accepted so older configurations still start.",
     )
     max_attempts: int = Field(
         3,

@@ -1,4 +1,7 @@
-"""The cloud upstream: an OpenAI-compatible API behind a pool of single-connection clients.
+"""The cloud upstream: an OpenAI-compatible API, called through one httpx client.
+
+httpx is the interface (requests, errors, MockTransport in tests); the
+connections underneath are aiohttp's (gateway.cloud.transport), for speed.
 
 Every call is bounded three ways: httpx's connect timeout, its read timeout
 (per chunk), and a total deadline over the whole request (retries, waits and,
@@ -24,10 +27,11 @@ import httpx
 from gateway.cloud import failures
 from gateway.cloud.breaker import CircuitBreaker, Permit
 from gateway.cloud.failures import Failure
-from gateway.cloud.pool import ClientPool, SharedTransport
+from gateway.cloud.pool import RequestSlots
 from gateway.cloud.results import CloudResult, CloudUsage, usage_from
 from gateway.cloud.retry import RetryPolicy
 from gateway.cloud.sse_parse import iter_chunks
+from gateway.cloud.transport import AiohttpTransport, proxy_for
 from gateway.errors import (
     CloudUnavailableError,
     InvalidRequestError,
@@ -92,31 +96,35 @@ class CloudClient:
             write=settings.read_timeout_s,
             pool=settings.connect_timeout_s,
         )
-        # Injected transports (tests) are shared by every client and closed once, by aclose.
-        self._transport = transport
-        shared = SharedTransport(transport) if transport is not None else None
-        # httpx's defaults, built once: every client would otherwise load the CA bundle
-        # again (15-60 ms on the event loop per new connection, seconds in a cold burst).
-        tls = httpx.create_ssl_context() if transport is None else True
-
-        def one_connection() -> httpx.AsyncClient:
-            return httpx.AsyncClient(
-                headers=headers,
-                timeout=timeout,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                verify=tls,
-                transport=shared,
-                # A redirect would be the upstream choosing where our traffic goes.
-                follow_redirects=False,
+        if settings.max_keepalive_connections is not None:
+            logger.warning(
+                "GATEWAY_CLOUD__MAX_KEEPALIVE_CONNECTIONS is deprecated and ignored: idle "
+                "connections close after GATEWAY_CLOUD__KEEPALIVE_EXPIRY_S"
             )
-
-        self._pool = ClientPool(
-            one_connection,
-            max_connections=settings.max_connections,
-            max_idle=settings.max_keepalive_connections,
-            # A full pool is local saturation: fail fast instead of queueing.
-            wait_s=settings.connect_timeout_s,
+        if transport is None and proxy_for(settings.base_url or "") is None:
+            transport = AiohttpTransport(
+                # httpx's defaults (certifi, SSL_CERT_FILE), built once for every connection.
+                ssl_context=httpx.create_ssl_context(),
+                max_connections=settings.max_connections,
+                keepalive_expiry_s=settings.keepalive_expiry_s,
+            )
+        elif transport is None:
+            logger.info("a proxy is configured for the cloud upstream: using httpx's transport")
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=timeout,
+            # Only used by httpx's own transport (behind a proxy).
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+                keepalive_expiry=settings.keepalive_expiry_s,
+            ),
+            transport=transport,
+            # A redirect would be the upstream choosing where our traffic goes.
+            follow_redirects=False,
         )
+        # A full pool is local saturation: fail fast instead of queueing.
+        self._slots = RequestSlots(settings.max_connections, wait_s=settings.connect_timeout_s)
 
     def __repr__(self) -> str:
         return f"CloudClient(base_url={self._settings.base_url!r}, model={self._settings.model!r})"
@@ -163,9 +171,7 @@ class CloudClient:
         return self._breaker.snapshot()
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
-        if self._transport is not None:
-            await self._transport.aclose()
+        await self._http.aclose()  # closes the transport too
 
     def _url(self, endpoint: Endpoint) -> str:
         if self._settings.base_url is None:
@@ -193,8 +199,8 @@ class CloudClient:
         while True:
             attempts += 1
             try:
-                async with self._pool.client() as http:
-                    response = await http.post(url, json=body)
+                async with self._slots.slot():
+                    response = await self._http.post(url, json=body)
             except httpx.HTTPError as exc:
                 failure = failures.from_transport_error(exc)
             else:
@@ -339,8 +345,8 @@ class CloudStream:
             self.attempts += 1
             try:
                 async with (
-                    client._pool.client() as http,
-                    http.stream(
+                    client._slots.slot(),
+                    client._http.stream(
                         "POST", self._url, json=self._body, headers={"Accept": "text/event-stream"}
                     ) as response,
                 ):

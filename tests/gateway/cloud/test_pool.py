@@ -1,4 +1,4 @@
-"""The free list of single-connection clients behind CloudClient."""
+"""The bound on cloud requests in flight (gateway.cloud.pool.RequestSlots)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from gateway.cloud import CloudClient
 from gateway.errors import CloudUnavailableError
-from gateway.settings import CloudSettings
 from tests.gateway.cloud.conftest import (
     HangingBody,
     MakeClient,
@@ -18,7 +16,6 @@ from tests.gateway.cloud.conftest import (
     chunk,
     completion_body,
     ok,
-    raises,
     sse,
 )
 
@@ -51,10 +48,6 @@ class Gate:
                 await asyncio.sleep(0)
 
 
-def created(client: CloudClient) -> int:
-    return client._pool.created
-
-
 async def test_max_connections_bounds_concurrent_requests(
     make_client: MakeClient, upstream: Upstream
 ) -> None:
@@ -73,7 +66,7 @@ async def test_max_connections_bounds_concurrent_requests(
     results = await asyncio.gather(*calls)
     assert [result.attempts for result in results] == [1] * 20
     assert gate.most == 3
-    assert created(client) == 3
+    assert client._slots.in_flight == 0
 
 
 async def test_full_pool_waits_then_is_503_not_an_upstream_failure(
@@ -112,50 +105,7 @@ async def test_a_waiting_request_gets_the_freed_connection(
     assert not second.done()
     gate.open.set()
     await asyncio.gather(first, second)
-    assert created(client) == 1
-
-
-async def test_sequential_calls_reuse_one_client(
-    make_client: MakeClient, upstream: Upstream
-) -> None:
-    upstream.then(*(ok(completion_body()) for _ in range(10)))
-    client = make_client()
-    for _ in range(10):
-        await client.complete("chat", dict(CHAT), response_model="hybrid")
-    upstream.then(lambda request: httpx.Response(200, content=sse([chunk("a"), "[DONE]"])))
-    stream = client.stream("chat", {**CHAT, "stream": True}, response_model="hybrid")
-    assert len([c async for c in stream]) == 1
-    assert created(client) == 1
-
-
-async def test_a_transport_error_discards_the_client(
-    make_client: MakeClient, upstream: Upstream
-) -> None:
-    upstream.then(raises(httpx.ConnectError), ok(completion_body()), ok(completion_body()))
-    client = make_client()
-    result = await client.complete("chat", dict(CHAT), response_model="hybrid")
-    assert result.attempts == 2
-    await client.complete("chat", dict(CHAT), response_model="hybrid")
-    assert created(client) == 2
-    assert len(client._pool._open) == 1
-
-
-async def test_no_idle_clients_kept_beyond_keepalive(
-    make_client: MakeClient, upstream: Upstream
-) -> None:
-    gate = Gate()
-    upstream.then(*(gate.reply() for _ in range(4)))
-    client = make_client(max_connections=4, max_keepalive_connections=1)
-    calls = [
-        asyncio.ensure_future(client.complete("chat", dict(CHAT), response_model="hybrid"))
-        for _ in range(4)
-    ]
-    await gate.until(4)
-    gate.open.set()
-    await asyncio.gather(*calls)
-    assert created(client) == 4
-    assert len(client._pool._idle) == 1
-    assert len(client._pool._open) == 1
+    assert gate.most == 1
 
 
 async def test_cancelling_mid_stream_releases_the_slot(
@@ -178,8 +128,8 @@ async def test_cancelling_mid_stream_releases_the_slot(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert body.closed
+    assert client._slots.in_flight == 0
     await client.complete("chat", dict(CHAT), response_model="hybrid")
-    assert created(client) == 1
 
 
 async def test_cancelling_mid_request_releases_the_slot(
@@ -194,11 +144,12 @@ async def test_cancelling_mid_request_releases_the_slot(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert gate.in_flight == 0
+    assert client._slots.in_flight == 0
     await client.complete("chat", dict(CHAT), response_model="hybrid")
     assert client.breaker_state()["consecutive_failures"] == 0
 
 
-async def test_aclose_closes_idle_clients_and_busy_ones_when_they_return(
+async def test_a_busy_request_finishes_after_aclose_and_later_ones_are_refused(
     make_client: MakeClient, upstream: Upstream
 ) -> None:
     gate = Gate()
@@ -208,22 +159,7 @@ async def test_aclose_closes_idle_clients_and_busy_ones_when_they_return(
     busy = asyncio.ensure_future(client.complete("chat", dict(CHAT), response_model="hybrid"))
     await gate.until(1)
     await client.aclose()
-    assert len(client._pool._open) == 1  # the busy one
     gate.open.set()
     await busy
-    assert not client._pool._open
     with pytest.raises(RuntimeError, match="closed"):
         await client.complete("chat", dict(CHAT), response_model="hybrid")
-
-
-async def test_new_connections_share_one_tls_context() -> None:
-    """Each new client used to load the CA bundle again: 15-60 ms of the event loop per new
-    connection, so a cold burst of cloud requests stalled every other request for seconds."""
-    client = CloudClient(CloudSettings(base_url="https://cloud.test/v1", api_key="k"))
-    try:
-        async with client._pool.client() as first, client._pool.client() as second:
-            assert first is not second
-            contexts = {id(http._transport._pool._ssl_context) for http in (first, second)}
-        assert len(contexts) == 1
-    finally:
-        await client.aclose()
