@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from router import GatePolicy, Message, Policy, RequestFacts, load_policy
+from router import GatePolicy, Message, Policy, PromptSize, RequestFacts, load_policy
 
 POLICIES = Path(__file__).resolve().parents[1] / "deploy" / "policies"
 T = TypeVar("T")
@@ -55,7 +55,7 @@ def _request(text: str, *, history: int = 0, system: str = SYSTEM, tokens: int) 
     return RequestFacts(
         model="hybrid",
         messages=tuple(turns),
-        prompt_tokens=tokens,
+        prompt=PromptSize.counted(tokens),
         max_tokens=256,
         local_wait_seconds=0.2,
         cloud_configured=True,

@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.requests import Request
 
 from gateway import sse
 from gateway.cloud import CloudResult, CloudUsage
 from gateway.disconnect import ClientDisconnected, cancel_on_disconnect
 from gateway.errors import GatewayError
+from gateway.jsonio import JSONBody
 from gateway.openai_format import Kind, ResponseMeta
 from gateway.outcome import Outcome
 from gateway.streaming import SSEResponse
@@ -57,7 +58,7 @@ class CloudJob:
     stream: bool
     include_usage: bool
     #: prompt length by the local tokenizer: the usage estimate when the upstream sends none
-    prompt_tokens: int
+    count_prompt_tokens: Callable[[], int]
     #: counts tokens of relayed text when the upstream reports no usage
     count_tokens: Callable[[str], int]
     #: the upstream's model name (GATEWAY_CLOUD__MODEL), for the ledger
@@ -82,7 +83,7 @@ async def complete(request: Request, cloud: Cloud, job: CloudJob, outcome: Outco
     _note(job, started, result.attempts, result.usage)
     if job.trace is not None:
         job.trace.answer(_text_of(result.body, key="message"))
-    return JSONResponse({**result.body, **outcome.body_field()}, headers=outcome.headers())
+    return JSONBody({**result.body, **outcome.body_field()}, headers=outcome.headers())
 
 
 def _note(job: CloudJob, started: float, attempts: int, usage: CloudUsage | None) -> None:
@@ -159,7 +160,9 @@ async def relay(opened: OpenedStream, job: CloudJob) -> AsyncIterator[bytes]:
         if job.include_usage:
             if usage is None:
                 completion = job.count_tokens("".join(relayed))
-                usage = CloudUsage(prompt_tokens=job.prompt_tokens, completion_tokens=completion)
+                usage = CloudUsage(
+                    prompt_tokens=job.count_prompt_tokens(), completion_tokens=completion
+                )
                 logger.info("upstream sent no usage; counted %d tokens locally", completion)
             yield sse.event(
                 {
@@ -185,7 +188,7 @@ async def relay(opened: OpenedStream, job: CloudJob) -> AsyncIterator[bytes]:
         await opened.upstream.aclose()
         if usage is None:
             usage = opened.upstream.usage or CloudUsage(
-                prompt_tokens=job.prompt_tokens,
+                prompt_tokens=job.count_prompt_tokens(),
                 completion_tokens=job.count_tokens("".join(relayed)),
             )
         _note(job, opened.started, max(1, opened.upstream.attempts), usage)

@@ -46,6 +46,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import local_model
+from gateway.jsonio import JSONBody
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ def translate_engine_errors() -> Iterator[None]:
 
 
 def error_response(error: GatewayError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+    return JSONBody(error.body(), status_code=error.status_code, headers=error.headers)
 
 
 def _param_from_location(location: Sequence[int | str]) -> str | None:

@@ -8,9 +8,10 @@ byte of a streamed answer has left, nothing switches any more.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.requests import Request
 
 from gateway import cloud_route, local_route
@@ -19,10 +20,12 @@ from gateway.disconnect import ClientDisconnected, cancel_on_disconnect
 from gateway.errors import (
     BudgetExhaustedError,
     CloudUnavailableError,
+    ContextLengthExceededError,
     GatewayError,
     UpstreamError,
     UpstreamTimeoutError,
 )
+from gateway.jsonio import JSONBody
 from gateway.local_route import HeldBack, LocalJob
 from gateway.outcome import Outcome
 from local_model import GenerationResult
@@ -36,18 +39,36 @@ logger = logging.getLogger(__name__)
 CLOUD_FAILURES = (CloudUnavailableError, UpstreamError, UpstreamTimeoutError)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
     """One validated request, ready to run on either side."""
 
     decision: Decision
-    #: None when the prompt (plus max_tokens) cannot fit the local context
-    local: LocalJob | None
-    #: why ``local`` is None, raised if the request must run locally after all
-    local_error: GatewayError | None
     cloud: CloudJob
+    #: the local job, built (and the prompt tokenized) only when a route needs it;
+    #: raises ContextLengthExceededError when the prompt cannot fit the local context
+    prepare_local: Callable[[], Awaitable[LocalJob]]
     #: the client key's daily cloud budget is spent: seconds until it resets (UTC midnight)
     budget_reset_s: float | None = None
+    _local: LocalJob | None = field(default=None, init=False)
+    _local_error: ContextLengthExceededError | None = field(default=None, init=False)
+    _prepared: bool = field(default=False, init=False)
+
+    async def local(self) -> LocalJob | None:
+        """The local job, or None when the prompt is too long for it (see local_error)."""
+        if not self._prepared:
+            try:
+                self._local = await self.prepare_local()
+            except ContextLengthExceededError as exc:  # the cloud may still take it
+                self._local_error = exc
+            self._prepared = True
+        return self._local
+
+    @property
+    def local_error(self) -> ContextLengthExceededError:
+        """Why :meth:`local` gave None."""
+        assert self._local_error is not None
+        return self._local_error
 
 
 def _breaker_open(cloud: Cloud) -> bool:
@@ -64,17 +85,17 @@ class Dispatcher:
         if call.budget_reset_s is not None and decision.cloud_allowed and decision.route != "local":
             return await self._over_budget(request, call, policy, call.budget_reset_s)
         usable = self.cloud is not None and decision.cloud_allowed
-        if call.local is None and decision.route != "cloud":
-            # Too long for the local model: the cloud may still take it.
-            if not usable or decision.reason == "model-pinned-local":
-                assert call.local_error is not None
-                raise call.local_error
-            return await self._cloud(request, call, policy, "exceeds-local-context")
         if decision.route == "cloud":
             return await self._cloud(request, call, policy, decision.reason)
+        local = await call.local()
+        if local is None:
+            # Too long for the local model: the cloud may still take it.
+            if not usable or decision.reason == "model-pinned-local":
+                raise call.local_error
+            return await self._cloud(request, call, policy, "exceeds-local-context")
         if decision.route == "local" or not decision.cloud_allowed:
             return await self._local(request, call, Outcome("local", decision.reason))
-        if self.cloud is None and call.local is not None and call.local.stream:
+        if self.cloud is None and local.stream:
             if policy.on_cloud_unavailable == "degrade":
                 # Holding tokens back would only delay the stream: nothing could change.
                 return await self._local(request, call, Outcome("local", decision.reason))
@@ -94,10 +115,10 @@ class Dispatcher:
         return await self._local(request, call, outcome)
 
     async def _local(self, request: Request, call: Call, outcome: Outcome) -> Response:
-        if call.local is None:
-            assert call.local_error is not None
+        local = await call.local()
+        if local is None:
             raise call.local_error
-        return await local_route.respond(request, self.engine, call.local, outcome)
+        return await local_route.respond(request, self.engine, local, outcome)
 
     async def _cloud(self, request: Request, call: Call, policy: Policy, reason: str) -> Response:
         """The cloud answers; on failure degrade to local when the policy allows."""
@@ -113,10 +134,9 @@ class Dispatcher:
                 error = exc
         if pinned or policy.on_cloud_unavailable == "fail":
             raise error
-        if call.local is None:
+        if await call.local() is None:
             # Neither side can take it: with no cloud at all, the prompt is what is wrong.
-            no_cloud = isinstance(error, CloudUnavailableError) and call.local_error is not None
-            raise call.local_error if no_cloud and call.local_error else error
+            raise call.local_error if isinstance(error, CloudUnavailableError) else error
         logger.warning("cloud failed (%s); answering locally", error.message)
         return await self._local(request, call, Outcome("local", reason, degraded=_why(error)))
 
@@ -135,12 +155,12 @@ class Dispatcher:
         Without a usable cloud the gate still judges, and a weak answer is
         served degraded (or refused, as the policy says).
         """
-        assert call.local is not None
+        job = await call.local()
+        assert job is not None
         gate = policy.gate
         can_escalate = self.cloud is not None and not _breaker_open(self.cloud)
         # Aborting early only saves compute if there is somewhere to escalate to.
         floor = gate.hard_floor if can_escalate else None
-        job = call.local
         generation = local_route.submit(self.engine, job)
         reason = call.decision.reason
         held: HeldBack | None = None
@@ -163,7 +183,7 @@ class Dispatcher:
         except BaseException:
             generation.cancel()
             raise
-        verdict = gate.judge(logprobs, prompt_tokens=call.cloud.prompt_tokens)
+        verdict = gate.judge(logprobs, prompt_tokens=len(job.request.prompt_tokens))
         confidence = verdict.confidence
         if not (verdict.escalate or aborted):
             outcome = Outcome("local", reason, confidence, verdict.threshold)
@@ -208,7 +228,7 @@ def _answer(
         return local_route.stream_response(generation, job, outcome, held)
     assert result is not None
     body = local_route.body_of(job, result, outcome.body_field())
-    return JSONResponse(body, headers=outcome.headers())
+    return JSONBody(body, headers=outcome.headers())
 
 
 def _retry_in(cloud: Cloud | None) -> float | None:

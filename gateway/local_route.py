@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.requests import Request
 
 from gateway import sse
@@ -18,6 +18,7 @@ from gateway.errors import (
     from_engine_error,
     translate_engine_errors,
 )
+from gateway.jsonio import JSONBody
 from gateway.openai_format import ChunkWriter, Kind, ResponseMeta, completion_body
 from gateway.outcome import Outcome
 from gateway.schemas import SamplingFields
@@ -80,10 +81,7 @@ def completion_budget(
     cap = settings.limits.max_completion_tokens
     if requested is None:
         return min(settings.local.sampling.max_tokens, cap, n_ctx - prompt_tokens)
-    if requested > cap:
-        raise InvalidRequestError(
-            f"{param} is too large: {requested}; this gateway allows at most {cap}", param=param
-        )
+    check_max_tokens(requested, settings, param=param)
     if prompt_tokens + requested > n_ctx:
         raise ContextLengthExceededError(
             f"This model's maximum context length is {n_ctx} tokens. However, you requested "
@@ -92,6 +90,23 @@ def completion_budget(
             param=param,
         )
     return requested
+
+
+def check_max_tokens(requested: int | None, settings: Settings, *, param: str) -> None:
+    cap = settings.limits.max_completion_tokens
+    if requested is not None and requested > cap:
+        raise InvalidRequestError(
+            f"{param} is too large: {requested}; this gateway allows at most {cap}", param=param
+        )
+
+
+def check_request(
+    body: SamplingFields, requested_max_tokens: int | None, settings: Settings, *, param: str
+) -> None:
+    """What build_job would refuse whatever the prompt: checked for every route, before
+    routing, so a request the cloud takes is held to the same limits."""
+    check_max_tokens(requested_max_tokens, settings, param=param)
+    check_stop(body.stop, settings)
 
 
 def check_stop(stop: list[str] | None, settings: Settings) -> tuple[str, ...]:
@@ -114,6 +129,7 @@ def build_job(
     engine: Engine,
     settings: Settings,
     trace: RequestTrace | None = None,
+    meta: ResponseMeta | None = None,
 ) -> LocalJob:
     """Validate a request against the model and limits; raise before any work starts."""
     max_tokens = completion_budget(
@@ -132,7 +148,7 @@ def build_job(
             stop=check_stop(body.stop, settings),
             top_logprobs=top_logprobs,
         ),
-        meta=ResponseMeta.new(kind, body.model, logprobs=logprobs),
+        meta=meta if meta is not None else ResponseMeta.new(kind, body.model, logprobs=logprobs),
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         trace=trace,
@@ -305,4 +321,4 @@ async def respond(request: Request, engine: Engine, job: LocalJob, outcome: Outc
         return Response(status_code=499)
     finally:
         generation.cancel()
-    return JSONResponse(body, headers=outcome.headers())
+    return JSONBody(body, headers=outcome.headers())

@@ -35,7 +35,8 @@ class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Interface to bind.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to bind (0 picks a free one).")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
-        "info", description="Log level of the gateway and uvicorn."
+        "info",
+        description="Log level of the gateway and uvicorn (httpx's request lines: debug only).",
     )
     metrics: bool = Field(
         True, description="Count requests for Prometheus and serve /metrics (false: 404)."

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import jsonio
 from gateway.ledger.record import Endpoint, LedgerRecord
 from gateway.outcome import Outcome, VisibleRoute
 from local_model import GenerationDone
@@ -152,7 +153,7 @@ class _JsonLine:
         self.fields = fields
 
     def __str__(self) -> str:
-        return json.dumps(self.fields, separators=(",", ":"))
+        return jsonio.dumps(self.fields).decode()
 
 
 def current_trace(scope_state: Any) -> RequestTrace | None:

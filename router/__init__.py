@@ -9,7 +9,7 @@ The only I/O is reading the policy file.
 from router.decision import Decision, Route
 from router.defaults import default_policy
 from router.errors import PolicyError, PolicyProblem
-from router.facts import Message, RequestFacts, Scope
+from router.facts import Message, PromptSize, RequestFacts, Scope
 from router.gate import (
     GatePolicy,
     GateVerdict,
@@ -33,6 +33,7 @@ __all__ = [
     "PolicyError",
     "PolicyProblem",
     "PrivacyPolicy",
+    "PromptSize",
     "RequestFacts",
     "Route",
     "Rule",

@@ -132,8 +132,18 @@ class Policy(Section):
     def _default(self) -> Decision:
         return Decision(self.default, "default")
 
+    @cached_property
+    def _prompt_token_thresholds(self) -> tuple[int, ...]:
+        limits = {rule.match.prompt_tokens_over for rule in self.rules}
+        return tuple(sorted(limit for limit in limits if limit is not None))
+
     def model_post_init(self, context: object, /) -> None:
-        self._targets, self._default  # noqa: B018
+        self._targets, self._default, self._prompt_token_thresholds  # noqa: B018
+
+    def prompt_token_thresholds(self) -> tuple[int, ...]:
+        """Every ``prompt_tokens_over`` in the rules, ascending: :meth:`decide` needs
+        no exact prompt count when an upper bound on it is at most the first."""
+        return self._prompt_token_thresholds
 
     def resolve(self, model: str, *, cloud_configured: bool) -> Target | None:
         """What a model id stands for, or None when it is unknown."""

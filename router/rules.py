@@ -86,7 +86,7 @@ class RuleMatch(Section):
 
     def matches(self, facts: RequestFacts) -> bool:
         # Cheap numeric conditions first: a rule that fails on them never scans text.
-        if self.prompt_tokens_over is not None and facts.prompt_tokens <= self.prompt_tokens_over:
+        if self.prompt_tokens_over is not None and not facts.prompt.over(self.prompt_tokens_over):
             return False
         if self.max_tokens_over is not None and (
             facts.max_tokens is None or facts.max_tokens <= self.max_tokens_over

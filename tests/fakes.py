@@ -38,11 +38,22 @@ class Reply:
 class FakeTokenizer:
     """One token per whitespace-separated word; chat adds two per message."""
 
-    def tokenize_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        return "".join(f"<s> <{message.role}> {message.content}\n" for message in messages)
+
+    def tokenize_rendered(self, prompt: str) -> list[int]:
         tokens: list[int] = []
-        for message in messages:
-            tokens += [1, 2] + self.tokenize(message.content)
+        for word in prompt.split():
+            if word == "<s>":
+                tokens.append(1)
+            elif word.startswith("<") and word.endswith(">"):
+                tokens.append(2)
+            else:
+                tokens += self.tokenize(word)
         return tokens
+
+    def tokenize_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        return self.tokenize_rendered(self.render_chat(messages))
 
     def tokenize(self, text: str) -> list[int]:
         return [3 + (hash(word) % 1000) for word in text.split()]

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import httpx
 
+from gateway import jsonio
 from gateway.cloud import failures
 from gateway.cloud.breaker import CircuitBreaker, Permit
 from gateway.cloud.failures import Failure
@@ -253,7 +254,7 @@ class CloudClient:
 
 def _answer_of(response: httpx.Response, response_model: str) -> dict[str, Any]:
     try:
-        answer = response.json()
+        answer = jsonio.loads(response.content)
     except ValueError as exc:
         raise UpstreamError("the cloud upstream sent a malformed JSON body") from exc
     if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):

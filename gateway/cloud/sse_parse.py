@@ -6,10 +6,10 @@ and ``retry`` fields and ``:`` comment lines (keep-alives) are skipped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
+from gateway import jsonio
 from gateway.errors import UpstreamError
 
 DONE = "[DONE]"
@@ -50,7 +50,7 @@ async def iter_chunks(lines: AsyncIterable[str]) -> AsyncIterator[dict[str, Any]
                 pass
             return
         try:
-            chunk = json.loads(data)
+            chunk = jsonio.loads(data)
         except ValueError as exc:
             raise UpstreamError("the cloud upstream sent a malformed stream event") from exc
         if not isinstance(chunk, dict):

@@ -17,7 +17,15 @@ from gateway.eval.answering import Answered
 from gateway.eval.answers import check
 from gateway.eval.costs import Prices, Way, routing_summary
 from gateway.eval.split import folds
-from router import GatePolicy, LogisticGate, Message, Policy, RequestFacts, confidence_signals
+from router import (
+    GatePolicy,
+    LogisticGate,
+    Message,
+    Policy,
+    PromptSize,
+    RequestFacts,
+    confidence_signals,
+)
 from router.calibration import (
     DeferralPoint,
     apgr,
@@ -200,7 +208,7 @@ def pre_generation_routes(rows: Sequence[Outcome], policy: Policy, *, max_tokens
         facts = RequestFacts(
             model=policy.models.routed,
             messages=tuple(Message(m["role"], m["content"]) for m in item.chat_messages()),
-            prompt_tokens=row.answered.local.prompt_tokens,
+            prompt=PromptSize.counted(row.answered.local.prompt_tokens),
             max_tokens=max_tokens,
             local_wait_seconds=0.0,
             cloud_configured=True,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router import Message, RequestFacts
+from router import Message, PromptSize, RequestFacts
 
 
 def facts(
@@ -20,7 +20,7 @@ def facts(
     return RequestFacts(
         model=model,
         messages=(*messages, Message("user", text)),
-        prompt_tokens=prompt_tokens,
+        prompt=PromptSize.counted(prompt_tokens),
         max_tokens=max_tokens,
         local_wait_seconds=local_wait_seconds,
         cloud_configured=cloud_configured,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router import Decision, Message, Policy, RequestFacts, parse_policy
+from router import Decision, Message, Policy, PromptSize, RequestFacts, parse_policy
 from tests.router.facts import facts
 
 RULES = """
@@ -186,7 +186,7 @@ def test_legacy_completion_is_one_user_message() -> None:
     prompt = RequestFacts(
         model="hybrid",
         messages=(Message("user", "The integral of x is"),),
-        prompt_tokens=6,
+        prompt=PromptSize.counted(6),
         max_tokens=16,
         local_wait_seconds=0.0,
         cloud_configured=False,
