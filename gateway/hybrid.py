@@ -170,10 +170,10 @@ class Dispatcher:
                 held = await cancel_on_disconnect(
                     request, local_route.hold_back(generation, gate.holdback_tokens, floor)
                 )
-                logprobs = held.logprobs
+                evidence = held.evidence
                 aborted = held.aborted
             else:
-                result, logprobs = await cancel_on_disconnect(
+                result, evidence = await cancel_on_disconnect(
                     request, local_route.run_to_end(generation, floor)
                 )
                 aborted = result is None
@@ -183,7 +183,11 @@ class Dispatcher:
         except BaseException:
             generation.cancel()
             raise
-        verdict = gate.judge(logprobs, prompt_tokens=len(job.request.prompt_tokens))
+        verdict = gate.judge(
+            evidence.logprobs,
+            prompt_tokens=len(job.request.prompt_tokens),
+            entropies=evidence.entropies,
+        )
         confidence = verdict.confidence
         if not (verdict.escalate or aborted):
             outcome = Outcome("local", reason, confidence, verdict.threshold)

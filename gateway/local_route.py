@@ -31,6 +31,7 @@ from local_model import (
     GenerationResult,
     SamplingParams,
     TokenEvent,
+    TokenLogprob,
 )
 from local_model.engine import Engine
 from local_model.generation import Event, Generation
@@ -163,6 +164,23 @@ def submit(engine: Engine, job: LocalJob) -> Generation:
     return generation
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What the confidence gate judges a local answer on."""
+
+    #: each token's log-probability
+    logprobs: list[float]
+    #: each token's entropy; None when the engine did not report them all
+    entropies: list[float] | None
+
+    @classmethod
+    def of(cls, tokens: Sequence[TokenLogprob]) -> Evidence:
+        entropies = [t.entropy for t in tokens if t.entropy is not None]
+        return cls(
+            [t.logprob for t in tokens], entropies if len(entropies) == len(tokens) else None
+        )
+
+
 @dataclass
 class HeldBack:
     """The first tokens of a streamed generation, kept from the client until judged."""
@@ -177,6 +195,10 @@ class HeldBack:
     @property
     def logprobs(self) -> list[float]:
         return [e.token.logprob for e in self.events if isinstance(e, TokenEvent)]
+
+    @property
+    def evidence(self) -> Evidence:
+        return Evidence.of([e.token for e in self.events if isinstance(e, TokenEvent)])
 
 
 async def hold_back(generation: Generation, tokens: int, floor: float | None) -> HeldBack:
@@ -211,15 +233,16 @@ async def hold_back(generation: Generation, tokens: int, floor: float | None) ->
 
 async def run_to_end(
     generation: Generation, floor: float | None
-) -> tuple[GenerationResult | None, list[float]]:
-    """The whole local answer, or None when it fell below the hard floor (then cancelled)."""
+) -> tuple[GenerationResult | None, Evidence]:
+    """The whole local answer, or None when it fell below the hard floor (then cancelled),
+    and the gate's evidence (of the tokens generated until then)."""
     with translate_engine_errors():
         if floor is None:
             result = await generation.result()
-            return result, [t.logprob for t in result.tokens]
+            return result, Evidence.of(result.tokens)
         held = await hold_back(generation, 0, floor)
     if held.aborted:
-        return None, held.logprobs
+        return None, held.evidence
     done = held.events[-1]
     assert isinstance(done, GenerationDone)
     tokens = tuple(e.token for e in held.events if isinstance(e, TokenEvent))
@@ -229,7 +252,7 @@ async def run_to_end(
         finish_reason=done.finish_reason,
         stats=done.stats,
     )
-    return result, [t.logprob for t in tokens]
+    return result, Evidence.of(tokens)
 
 
 async def complete(generation: Generation, job: LocalJob, extra: dict[str, Any]) -> dict[str, Any]:

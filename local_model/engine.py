@@ -17,7 +17,7 @@ import numpy as np
 from local_model.chat_template import ChatTemplate
 from local_model.errors import EngineClosedError, GenerationFailedError, QueueFullError
 from local_model.generation import Generation
-from local_model.logprobs import log_normalizer, token_logprob, top_logprobs
+from local_model.logprobs import log_normalizer_and_entropy, token_logprob, top_logprobs
 from local_model.text import StopMatcher, Utf8Assembler
 from local_model.types import (
     ChatMessage,
@@ -176,9 +176,10 @@ class LlamaEngine:
             n_ctx=llama.n_ctx(),
             n_vocab=llama.n_vocab(),
         )
-        # Worker-thread-only state: a scratch row for log-sum-exp, and token
-        # pieces (the vocabulary never changes, detokenizing is a C call each).
-        self._scratch = np.empty(self._info.n_vocab, dtype=np.float32)
+        # Worker-thread-only state: two scratch rows for log-sum-exp and entropy, and
+        # token pieces (the vocabulary never changes, detokenizing is a C call each).
+        self._shifted = np.empty(self._info.n_vocab, dtype=np.float32)
+        self._weights = np.empty(self._info.n_vocab, dtype=np.float32)
         self._pieces: dict[int, bytes] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-model")
         self._running = 0
@@ -337,7 +338,7 @@ class LlamaEngine:
             llama.reset()
         vocab = llama._model.vocab
         n_vocab = self._info.n_vocab
-        scratch = self._scratch
+        shifted, weights = self._shifted, self._weights
         utf8 = Utf8Assembler()
         stops = StopMatcher(request.stop)
         completion_tokens = 0
@@ -370,7 +371,7 @@ class LlamaEngine:
                 row = np.ctypeslib.as_array(
                     llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(n_vocab,)
                 )
-                normalizer = log_normalizer(row, scratch)
+                normalizer, entropy = log_normalizer_and_entropy(row, shifted, weights)
                 piece = self._piece(token_id)
                 text = utf8.feed(piece)
                 released, stopped = stops.feed(text)
@@ -385,7 +386,7 @@ class LlamaEngine:
                 generation.publish(
                     TokenEvent(
                         released,
-                        TokenLogprob(token_id, text, piece, logprob, top),
+                        TokenLogprob(token_id, text, piece, logprob, top, entropy),
                     )
                 )
                 if stopped:

@@ -50,7 +50,10 @@ class TokenLogprob:
     """One generated token and the log-probability the model gave it.
 
     ``logprob`` is log-softmax of the raw logits (before temperature and
-    truncation samplers), the same quantity OpenAI reports.
+    truncation samplers), the same quantity OpenAI reports; ``entropy`` is the
+    entropy (nats) of that same distribution over the whole vocabulary, the
+    model's uncertainty about this position whichever token was sampled. None
+    when the engine did not compute it.
     """
 
     token_id: int
@@ -58,6 +61,7 @@ class TokenLogprob:
     piece: bytes
     logprob: float
     top: tuple[TopLogprob, ...] = ()
+    entropy: float | None = None
 
 
 @dataclass(frozen=True)

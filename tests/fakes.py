@@ -33,6 +33,8 @@ class Reply:
     delay: float = 0.0
     #: raise inside the "engine" after this many tokens (None = never)
     fail_after: int | None = None
+    #: each token's entropy; a token past the end reports none (as an engine that omits them)
+    entropies: tuple[float, ...] = ()
 
 
 class FakeTokenizer:
@@ -78,8 +80,11 @@ class FakeEngine:
         logprobs: Sequence[float] = (),
         delay: float = 0.0,
         fail_after: int | None = None,
+        entropies: Sequence[float] = (),
     ) -> None:
-        self._replies.append(Reply(tuple(pieces), tuple(logprobs), delay, fail_after))
+        self._replies.append(
+            Reply(tuple(pieces), tuple(logprobs), delay, fail_after, tuple(entropies))
+        )
 
     @property
     def info(self) -> ModelInfo:
@@ -130,10 +135,10 @@ class FakeEngine:
                     return
                 released, stopped = stops.feed(piece)
                 logprob = reply.logprobs[i] if i < len(reply.logprobs) else -0.5
+                entropy = reply.entropies[i] if i < len(reply.entropies) else None
                 count += 1
-                generation.publish(
-                    TokenEvent(released, TokenLogprob(100 + i, piece, piece.encode(), logprob))
-                )
+                token = TokenLogprob(100 + i, piece, piece.encode(), logprob, entropy=entropy)
+                generation.publish(TokenEvent(released, token))
                 if stopped:
                     finish = "stop"
                     matched = True

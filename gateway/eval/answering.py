@@ -5,7 +5,10 @@ per answer, so an interrupted run resumes where it stopped and ``eval`` and
 ``calibrate`` on the same directory share their answers. A local answer is
 keyed by item id, a hash of the item's prompt (an edited item is answered
 again), model file and max tokens; a cloud answer by the same plus the cloud's
-base URL and model instead of the model file.
+base URL and model instead of the model file. A local line written before the
+cache stored per-token entropies has no ``entropies`` field: that item is
+answered again (the new line supersedes it), so every answer of a run carries
+the same features.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ class LocalAnswer:
     prompt_tokens: int
     #: wall time of the generation: prompt processing and decoding
     seconds: float
+    #: entropy (nats) of the next-token distribution at each generated token; None
+    #: when the engine does not report it
+    entropies: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,14 +93,20 @@ class AnswerCache:
         if row is None:
             return None
         try:
-            return LocalAnswer(
+            # A KeyError here (an old line without "entropies") means: answer it again.
+            entropies = row["entropies"]
+            answer = LocalAnswer(
                 text=str(row["text"]),
                 logprobs=tuple(float(x) for x in row["logprobs"]),
                 prompt_tokens=int(row["prompt_tokens"]),
                 seconds=float(row["seconds"]),
+                entropies=None if entropies is None else tuple(float(x) for x in entropies),
             )
         except (ValueError, KeyError, TypeError):
             return None
+        if answer.entropies is not None and len(answer.entropies) != len(answer.logprobs):
+            return None
+        return answer
 
     def cloud(self, key: str) -> CloudAnswer | None:
         row = self._rows.get(key)

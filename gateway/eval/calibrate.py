@@ -4,8 +4,9 @@ The items are split deterministically (:func:`gateway.eval.split.split`) into
 a calibration split and a held-out split. On the calibration split only:
 
 - the logistic model over the gate's features (mean, min, quantile,
-  first_k_min of the answer's log-probabilities, and its length) is fitted
-  when the signal is ``logistic``;
+  first_k_min of the answer's log-probabilities, its length, the prompt's
+  length and, when the answers carry them, the summaries of the tokens'
+  entropies; or the chosen subset) is fitted when the signal is ``logistic``;
 - the threshold is chosen for the target: a cloud share (the share of items
   whose score is lowest escalate), or a PGR (the smallest cloud share whose
   first crossing of that PGR on the calibration curve, then the threshold
@@ -22,14 +23,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from gateway.eval.answering import Answered
 from gateway.eval.costs import Prices
 from gateway.eval.run import RunInfo, header, per_item, route_shares
 from gateway.eval.scoring import (
-    RAW_SIGNALS,
     Outcome,
+    available_signals,
     curves,
     fit,
     logistic_scores,
@@ -44,11 +45,11 @@ from gateway.eval.scoring import (
 from gateway.eval.split import split
 from router import GatePolicy, LogisticGate, Policy
 from router.calibration import cpt, deferral_curve, threshold_for_cloud_share
-from router.gate import Signal
+from router.gate import ENTROPY_FEATURES, Feature, Signal
 
 CALIBRATED = "calibrated"
-#: the single-signal rules and the baseline the fitted gate must beat
-RIVALS = (*RAW_SIGNALS, "length")
+#: every feature a logistic gate may weigh
+FEATURES: tuple[str, ...] = get_args(Feature)
 
 
 class CalibrationError(ValueError):
@@ -103,13 +104,33 @@ def _threshold(scores: Sequence[float], share: float, signal: Signal) -> float:
     return min(threshold, 0.0)
 
 
+def _check_features(
+    rows: Sequence[Outcome], signal: Signal, features: Sequence[str] | None
+) -> None:
+    unknown = sorted(set(features or ()) - set(FEATURES))
+    if unknown:
+        raise CalibrationError(f"unknown features {unknown}; choose from {', '.join(FEATURES)}")
+    wanted = {signal} | set(features or ())
+    if not ENTROPY_FEATURES.isdisjoint(wanted) and any(row.entropies is None for row in rows):
+        raise CalibrationError(
+            "entropy signals need the tokens' entropies, and some cached answers have none "
+            "(answered by an engine that does not report them)"
+        )
+
+
 def fit_gate(
-    rows: Sequence[Outcome], base: GatePolicy, signal: Signal, target: Target
+    rows: Sequence[Outcome],
+    base: GatePolicy,
+    signal: Signal,
+    target: Target,
+    features: Sequence[str] | None = None,
 ) -> FittedGate:
-    """The gate fitted on ``rows`` (the calibration split) for ``target``."""
+    """The gate fitted on ``rows`` (the calibration split) for ``target``; a logistic
+    model over ``features`` (default: every feature the answers support)."""
     if not rows:
         raise CalibrationError("the calibration split is empty")
-    model = fit(rows)
+    _check_features(rows, signal, features)
+    model = fit(rows, features)
     if signal == "logistic" and model is None:
         raise CalibrationError(
             "cannot fit the logistic signal: the calibration split's local answers are all "
@@ -154,8 +175,10 @@ def calibrate(
     signal: Signal,
     target: Target,
     fraction: float,
+    features: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], GatePolicy]:
-    """Fit on the calibration split, measure on the held-out split.
+    """Fit on the calibration split, measure on the held-out split; the logistic
+    model over ``features`` (default: every feature the answers support).
 
     Returns the JSON-ready result and the fitted gate.
     """
@@ -165,11 +188,11 @@ def calibrate(
     all_rows = outcomes(answered, policy.gate)
     fit_rows = [row for row in all_rows if row.answered.item.id in fit_ids]
     held = [row for row in all_rows if row.answered.item.id not in fit_ids]
-    fitted = fit_gate(fit_rows, policy.gate, signal, target)
+    fitted = fit_gate(fit_rows, policy.gate, signal, target, features)
     gate = fitted.gate
 
     labels = [row.local_correct for row in held]
-    confidences: dict[str, list[float]] = {CALIBRATED: [gate.score(row.logprobs) for row in held]}
+    confidences: dict[str, list[float]] = {CALIBRATED: [row.score(gate) for row in held]}
     confidences.update(raw_scores(held))
     if fitted.logistic is not None:
         confidences["logistic"] = logistic_scores(fitted.logistic, held)
@@ -201,6 +224,8 @@ def calibrate(
                 "threshold": gate.threshold,
                 "calibration_cloud_share": fitted.share,
                 "logistic": None if gate.logistic is None else gate.logistic.model_dump(),
+                # what the logistic model (the gate's, or the one reported beside it) weighs
+                "features": None if fitted.logistic is None else list(fitted.logistic.weights),
             },
             "auroc": {name: safe_auroc(values, labels) for name, values in confidences.items()},
             "curves": summary,
@@ -208,7 +233,7 @@ def calibrate(
                 name: None
                 if own is None or summary[name]["apgr"] is None
                 else own > summary[name]["apgr"]
-                for name in RIVALS
+                for name in (*available_signals(held), "length")
                 if name != gate.signal
             },
             "at_threshold": {

@@ -46,6 +46,21 @@ def _open_unit(text: str) -> float:
     return value
 
 
+def _features(text: str) -> tuple[str, ...]:
+    from router.gate import Feature
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in get_args(Feature)]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of {', '.join(get_args(Feature))}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("a feature is listed twice")
+    return names
+
+
 def _common(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument(
         "dataset",
@@ -98,8 +113,16 @@ def add_commands(commands: Any) -> None:
         "--signal",
         choices=get_args(Signal),
         default="logistic",
-        help="the gate's signal: a threshold on one log-probability summary, or the logistic "
-        "model over all of them (default: logistic)",
+        help="the gate's signal: a threshold on one log-probability or entropy summary, or the "
+        "logistic model over all of them (default: logistic)",
+    )
+    calibrate.add_argument(
+        "--features",
+        type=_features,
+        metavar="A,B,...",
+        help="the features the logistic model weighs (default: every one the answers support: "
+        "the log-probability summaries, length, log_prompt_tokens and the neg_* entropy "
+        "summaries); the output files' names then end in -A+B+...",
     )
     target = calibrate.add_mutually_exclusive_group()
     target.add_argument(
@@ -288,6 +311,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
             signal=args.signal,
             target=target,
             fraction=args.calibration_fraction,
+            features=args.features,
         )
     except CalibrationError as exc:
         sys.stderr.write(f"cannot calibrate: {exc}\n")
@@ -296,6 +320,8 @@ def calibrate_command(args: argparse.Namespace) -> int:
     # do not overwrite each other.
     kind = "share" if target.kind == "cloud_share" else "pgr"
     stem = f"{args.signal}-{kind}{target.value:g}-seed{args.seed}"
+    if args.features is not None:
+        stem += "-" + "+".join(args.features)
     destination = args.write_policy or args.out / f"policy-{stem}.yaml"
     held = result["split"]["held_out"]
     comment = (

@@ -48,11 +48,13 @@ class LocalModel:
         started = time.perf_counter()
         result = await engine.submit(request).result()
         seconds = time.perf_counter() - started
+        entropies = tuple(token.entropy for token in result.tokens)
         return LocalAnswer(
             text=result.text,
             logprobs=tuple(token.logprob for token in result.tokens),
             prompt_tokens=len(prompt),
             seconds=seconds,
+            entropies=_all_known(entropies),
         )
 
     async def aclose(self) -> None:
@@ -94,6 +96,12 @@ class CloudModel:
             completion_tokens=None if usage is None else usage.completion_tokens,
             seconds=result.seconds,
         )
+
+
+def _all_known(values: tuple[float | None, ...]) -> tuple[float, ...] | None:
+    """The values when the engine reported every one, else None."""
+    known = tuple(value for value in values if value is not None)
+    return known if len(known) == len(values) else None
 
 
 def _text_of(body: dict[str, Any]) -> str:

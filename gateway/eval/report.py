@@ -24,6 +24,22 @@ _ROUTINGS = {
 }
 
 
+#: fit-free signals, in table order; the entropy ones are listed only when measured
+_SIGNALS = ("mean", "min", "quantile", "first_k_min")
+_ENTROPY_SIGNALS = (
+    "neg_mean_entropy",
+    "neg_max_entropy",
+    "neg_entropy_quantile",
+    "neg_first_k_mean_entropy",
+    "neg_first_k_max_entropy",
+)
+
+
+def _signals(result: dict[str, Any]) -> list[str]:
+    measured = [name for name in _ENTROPY_SIGNALS if name in result["curves"]]
+    return [*_SIGNALS, *measured, "logistic"]
+
+
 def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -45,13 +61,13 @@ def _intro(result: dict[str, Any]) -> list[str]:
 
 def _curve_table(result: dict[str, Any], names: list[str], beats: dict[str, Any]) -> list[str]:
     lines = [
-        f"  {'router':<22} {'AUROC':>6} {'APGR':>6} {'gain':>6} {'CPT50':>6} {'CPT80':>6} "
+        f"  {'router':<26} {'AUROC':>6} {'APGR':>6} {'gain':>6} {'CPT50':>6} {'CPT80':>6} "
         f"{'AUC':>6}" + ("  beaten by calibrated" if beats else "")
     ]
     for name in names:
         curve = result["curves"].get(name)
         if curve is None:
-            lines.append(f"  {name:<22} (not available: cannot be fitted on these items)")
+            lines.append(f"  {name:<26} (not available: cannot be fitted on these items)")
             continue
         label = _LABELS.get(name, name)
         if name in ("policy", "calibrated"):
@@ -60,7 +76,7 @@ def _curve_table(result: dict[str, Any], names: list[str], beats: dict[str, Any]
         if name in beats:
             mark = {True: "  yes", False: "  NO", None: "  n/a"}[beats[name]]
         lines.append(
-            f"  {label:<22} {_num(result['auroc'].get(name)):>6} {_num(curve['apgr']):>6} "
+            f"  {label:<26} {_num(result['auroc'].get(name)):>6} {_num(curve['apgr']):>6} "
             f"{_num(curve['gain']):>6} {_num(curve['cpt50']):>6} {_num(curve['cpt80']):>6} "
             f"{_num(curve['auc']):>6}{mark}"
         )
@@ -105,17 +121,7 @@ def _routing_table(result: dict[str, Any]) -> list[str]:
 def format_eval(result: dict[str, Any]) -> str:
     """The human summary of an eval.json dict; the cloud note comes first and last."""
     gate = result["gate"]
-    names = [
-        "policy",
-        "mean",
-        "min",
-        "quantile",
-        "first_k_min",
-        "logistic",
-        "length",
-        "random",
-        "oracle",
-    ]
+    names = ["policy", *_signals(result), "length", "random", "oracle"]
     lines = [
         *_intro(result),
         "",
@@ -140,10 +146,9 @@ def format_calibration(result: dict[str, Any], policy_path: Path | None = None) 
     at = result["at_threshold"]
     kind = "cloud share" if target["kind"] == "cloud_share" else "PGR"
     # The calibrated row is the fitted signal; its uncalibrated twin would repeat it.
-    signals = ["mean", "min", "quantile", "first_k_min", "logistic"]
     names = [
         "calibrated",
-        *(name for name in signals if name != fitted["signal"]),
+        *(name for name in _signals(result) if name != fitted["signal"]),
         "length",
         "random",
         "oracle",

@@ -27,8 +27,9 @@ from typing import Any
 from gateway.eval.answering import Answered
 from gateway.eval.costs import Prices
 from gateway.eval.scoring import (
-    RAW_SIGNALS,
+    SINGLE_SIGNALS,
     Outcome,
+    available_signals,
     cross_fitted_scores,
     curves,
     outcomes,
@@ -47,7 +48,8 @@ LOGISTIC_NOTE = (
     "logistic cross-fitted: each item scored by a model fitted on the other 4 of 5 folds"
 )
 GREEDY_NOTE = "both sides decoded greedily (temperature 0)"
-SIGNALS = (*RAW_SIGNALS, "logistic")
+#: every signal an eval can report (the entropy ones when the answers carry entropies)
+SIGNALS = (*SINGLE_SIGNALS, "logistic")
 CURVES = ("policy", *SIGNALS, "length", "random", "oracle")
 #: the curves drawn in the PNG (the signals' curves are in the JSON)
 PLOTTED = ("policy", "length", "random", "oracle")
@@ -125,7 +127,7 @@ def evaluate(
     gate = policy.gate
     rows = outcomes(answered, gate)
     labels = [row.local_correct for row in rows]
-    confidences: dict[str, list[float]] = {"policy": [gate.score(row.logprobs) for row in rows]}
+    confidences: dict[str, list[float]] = {"policy": [row.score(gate) for row in rows]}
     confidences.update(raw_scores(rows))
     logistic = cross_fitted_scores(rows, k=FOLDS, seed=info.seed)
     if logistic is not None:
@@ -138,7 +140,7 @@ def evaluate(
         {
             "auroc": {
                 name: safe_auroc(confidences[name], labels) if name in confidences else None
-                for name in ("policy", *SIGNALS)
+                for name in ("policy", *available_signals(rows), "logistic")
             },
             "gate": {
                 "signal": gate.signal,

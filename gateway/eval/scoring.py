@@ -11,7 +11,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from gateway.eval.answering import Answered
 from gateway.eval.answers import check
@@ -38,9 +38,14 @@ from router.calibration import (
     oracle_curve,
     random_curve,
 )
+from router.gate import EntropySignal
 
-#: signals computed from the answer alone, needing no fit
+#: signals computed from the answer's log-probabilities alone, needing no fit
 RAW_SIGNALS = ("mean", "min", "quantile", "first_k_min")
+#: signals computed from the answer's token entropies, when the engine reported them
+ENTROPY_SIGNALS: tuple[str, ...] = get_args(EntropySignal)
+#: every fit-free signal, in report order
+SINGLE_SIGNALS = (*RAW_SIGNALS, *ENTROPY_SIGNALS)
 #: seed of the tie-breaking shuffle for the length-only router (prompt lengths tie often)
 LENGTH_SEED = 0
 
@@ -62,9 +67,21 @@ class Outcome:
     def prompt_tokens(self) -> int:
         return self.answered.local.prompt_tokens
 
+    @property
+    def entropies(self) -> tuple[float, ...] | None:
+        return self.answered.local.entropies
+
+    def score(self, gate: GatePolicy) -> float:
+        """This gate's confidence in the local answer, from everything the gateway
+        would pass it (log-probabilities, prompt length, entropies)."""
+        return gate.score(self.logprobs, prompt_tokens=self.prompt_tokens, entropies=self.entropies)
+
     def escalated_by(self, gate: GatePolicy) -> bool:
         """Whether this gate sends the local answer on to the cloud."""
-        return gate.judge(self.logprobs, prompt_tokens=self.prompt_tokens).escalate
+        verdict = gate.judge(
+            self.logprobs, prompt_tokens=self.prompt_tokens, entropies=self.entropies
+        )
+        return verdict.escalate
 
 
 def outcomes(answered: Sequence[Answered], gate: GatePolicy) -> list[Outcome]:
@@ -84,6 +101,7 @@ def outcomes(answered: Sequence[Answered], gate: GatePolicy) -> list[Outcome]:
                     quantile=gate.quantile,
                     first_k=gate.first_k,
                     prompt_tokens=a.local.prompt_tokens,
+                    entropies=a.local.entropies,
                 ),
             )
         )
@@ -94,28 +112,48 @@ def finite(features: Mapping[str, float]) -> bool:
     return all(math.isfinite(value) for value in features.values())
 
 
+def available_signals(rows: Sequence[Outcome]) -> tuple[str, ...]:
+    """The fit-free signals every row has: the entropy ones only when every answer
+    came with its tokens' entropies."""
+    return tuple(name for name in SINGLE_SIGNALS if all(name in row.features for row in rows))
+
+
 def raw_scores(rows: Sequence[Outcome]) -> dict[str, list[float]]:
-    """The four fit-free signals of every item (-inf for an empty answer)."""
-    return {name: [row.features[name] for row in rows] for name in RAW_SIGNALS}
+    """Every fit-free signal of every item (-inf for an empty answer)."""
+    return {name: [row.features[name] for row in rows] for name in available_signals(rows)}
+
+
+def _chosen(features: Mapping[str, float], names: Sequence[str] | None) -> dict[str, float]:
+    return dict(features) if names is None else {name: features[name] for name in names}
 
 
 def logistic_scores(model: LogisticGate, rows: Sequence[Outcome]) -> list[float]:
     """P(right) per item; an empty answer scores 0, as the gate scores it."""
-    return [model.probability(row.features) if finite(row.features) else 0.0 for row in rows]
+    used = list(model.weights)
+    return [
+        model.probability(row.features) if finite(_chosen(row.features, used)) else 0.0
+        for row in rows
+    ]
 
 
-def fit(rows: Sequence[Outcome]) -> LogisticGate | None:
-    """The logistic model over these rows' finite features; None when it cannot be
-    fitted (no rows, or only one class among them)."""
-    usable = [row for row in rows if finite(row.features)]
-    labels = [row.local_correct for row in usable]
+def fit(rows: Sequence[Outcome], features: Sequence[str] | None = None) -> LogisticGate | None:
+    """The logistic model over these rows' finite features (``features`` only, when
+    given; every feature the rows have otherwise); None when it cannot be fitted (no
+    rows, or only one class among them). A named feature a row lacks is a KeyError."""
+    chosen = [_chosen(row.features, features) for row in rows]
+    usable = [(row, values) for row, values in zip(rows, chosen, strict=True) if finite(values)]
+    labels = [row.local_correct for row, _ in usable]
     if not usable or all(labels) or not any(labels):
         return None
-    return fit_logistic([row.features for row in usable], labels)
+    return fit_logistic([values for _, values in usable], labels)
 
 
 def cross_fitted_scores(
-    rows: Sequence[Outcome], *, k: int = 5, seed: int = 0
+    rows: Sequence[Outcome],
+    *,
+    k: int = 5,
+    seed: int = 0,
+    features: Sequence[str] | None = None,
 ) -> list[float] | None:
     """Out-of-fold logistic probabilities: each item is scored by a model fitted
     on the other folds only, so no item is scored by a fit that saw it.
@@ -125,7 +163,7 @@ def cross_fitted_scores(
     assignment = folds([row.answered.item for row in rows], k=k, seed=seed)
     scores = [0.0] * len(rows)
     for fold in range(k):
-        model = fit([row for row, f in zip(rows, assignment, strict=True) if f != fold])
+        model = fit([row for row, f in zip(rows, assignment, strict=True) if f != fold], features)
         if model is None:
             return None
         held = [i for i, f in enumerate(assignment) if f == fold]

@@ -51,7 +51,7 @@ async def test_chat_template_comes_from_the_gguf(llama_engine: LlamaEngine) -> N
 async def test_logprobs_equal_llama_cpp_logits_all_path(
     llama_engine: LlamaEngine, model_path
 ) -> None:
-    """The cheap last-row log-sum-exp gives what logits_all=True would give."""
+    """The cheap last-row log-sum-exp and entropy give what logits_all=True would give."""
     prompt = llama_engine.tokenizer.tokenize(COUNTING)
     request = GenerationRequest(tuple(prompt), 8, GREEDY, top_logprobs=3)
     result = await llama_engine.submit(request).result()
@@ -71,6 +71,9 @@ async def test_logprobs_equal_llama_cpp_logits_all_path(
         row = scores[len(prompt) - 1 + i]
         reference = row - (row.max() + np.log(np.exp(row - row.max()).sum()))
         assert token.logprob == pytest.approx(reference[token.token_id], abs=2e-3)
+        # the entropy of the same distribution, over the whole vocabulary
+        entropy = -float((np.exp(reference) * reference).sum())
+        assert token.entropy == pytest.approx(entropy, abs=2e-3)
         # greedy: the sampled token is the most likely one
         assert token.top[0].token_id == token.token_id
         best = np.argsort(reference)[::-1][:3]

@@ -57,6 +57,12 @@ def test_eval_then_calibrate_on_the_real_model(tmp_path: Path, model_path: Path)
     assert (out / "eval.png").read_bytes().startswith(b"\x89PNG")
     cached = (out / "cache.jsonl").read_text(encoding="utf-8")
     assert len(cached.splitlines()) == 6
+    # Every token's entropy is cached beside its log-probability.
+    for line in cached.splitlines():
+        answer = json.loads(line)["answer"]
+        assert len(answer["entropies"]) == len(answer["logprobs"]) >= 1
+        assert all(h >= 0 for h in answer["entropies"])
+    assert result["auroc"].keys() >= {"neg_mean_entropy", "neg_entropy_quantile"}
 
     done = _run(
         ["calibrate", *common, "--signal", "min", "--target-cloud-share", "0.5"],
@@ -75,6 +81,17 @@ def test_eval_then_calibrate_on_the_real_model(tmp_path: Path, model_path: Path)
     policy = load_policy(out / "policy-min-share0.5-seed0.yaml")
     assert policy.gate.signal == "min"
     assert policy.gate.threshold == calibration["fitted"]["threshold"]
+
+    # An entropy signal, from the same cache.
+    done = _run(
+        ["calibrate", *common, "--signal", "neg_max_entropy", "--target-cloud-share", "0.5"],
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "cache.jsonl").read_text(encoding="utf-8") == cached
+    policy = load_policy(out / "policy-neg_max_entropy-share0.5-seed0.yaml")
+    assert policy.gate.signal == "neg_max_entropy"
+    assert policy.gate.threshold <= 0.0
 
     # The same items with a real cloud on loopback: local answers come from the cache,
     # the cloud's are asked for, scored and timed.
