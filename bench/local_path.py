@@ -12,6 +12,8 @@ and, in-process, the cost of tracking per-token log-probabilities:
 * plain    the raw loop
 * lse      the raw loop + log-sum-exp over the last logits row per token (what
            the engine does for every token)
+* lse+entropy  the same + the token's entropy (what the engine adds when the
+           policy's gate uses an entropy signal)
 * logits_all  llama-cpp-python's own logprobs path (``logits_all=True`` +
            ``create_completion(logprobs=1)``), for reference
 
@@ -42,7 +44,7 @@ import numpy as np
 
 from gateway.auth.keys import hash_key
 from local_model.chat_template import ChatTemplate
-from local_model.logprobs import log_normalizer
+from local_model.logprobs import log_normalizer, log_normalizer_and_entropy
 from local_model.model_path import embedded_model_path
 from local_model.types import ChatMessage
 
@@ -56,6 +58,10 @@ PROMPTS = [
 ]
 N_CTX = 2048
 THREADS = os.cpu_count() or 1
+
+
+# In-process variants of section 2, run in rotating order.
+TRACKING = ["plain", "lse", "lse+entropy"]
 
 
 @dataclass
@@ -141,14 +147,19 @@ class Raw:
     def plain(self, prompt: list[int], max_tokens: int) -> Run:
         return _timed_loop(self._tokens(prompt), max_tokens, lambda _: None)
 
-    def with_logprobs(self, prompt: list[int], max_tokens: int) -> Run:
+    def with_logprobs(self, prompt: list[int], max_tokens: int, entropy: bool = False) -> Run:
         llama, n_vocab = self.llama, self.n_vocab
-        scratch = np.empty(n_vocab, dtype=np.float32)
-        sink: list[float] = []
+        shifted = np.empty(n_vocab, dtype=np.float32)
+        weights = np.empty(n_vocab, dtype=np.float32)
+        sink: list[tuple[float, float]] = []
 
         def track(token: int) -> None:
             row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama.ctx, -1), (n_vocab,))
-            sink.append(float(row[token]) - log_normalizer(row, scratch))
+            if entropy:
+                normalizer, h = log_normalizer_and_entropy(row, shifted, weights)
+            else:
+                normalizer, h = log_normalizer(row, weights), 0.0
+            sink.append((float(row[token]) - normalizer, h))
 
         return _timed_loop(self._tokens(prompt), max_tokens, track)
 
@@ -311,7 +322,7 @@ def main() -> None:
     intervals = sorted({0.0, args.stream_interval_ms})
     gateways = {ms: Gateway(ms) for ms in intervals}
     variants = ["raw", *(f"stream {ms:g} ms" for ms in intervals), "json"]
-    series = {name: Series() for name in (*variants, "plain", "lse", "logits_all")}
+    series = {name: Series() for name in (*variants, *TRACKING, "logits_all")}
     default = gateways[args.stream_interval_ms]
     try:
         # warm-up: first decodes pay page faults and thread start-up
@@ -332,10 +343,13 @@ def main() -> None:
                         run, prompt_tokens = gateways[ms].run(text, args.max_tokens)
                         assert prompt_tokens == len(tokens), (prompt_tokens, len(tokens))
                     series[which].runs.append(run)
-                order = ["plain", "lse"] if (round_ + i) % 2 == 0 else ["lse", "plain"]
-                for name in order:
-                    fn = raw.plain if name == "plain" else raw.with_logprobs
-                    series[name].runs.append(fn(tokens, args.max_tokens))
+                turn = (round_ + i) % len(TRACKING)
+                for name in TRACKING[turn:] + TRACKING[:turn]:
+                    if name == "plain":
+                        run = raw.plain(tokens, args.max_tokens)
+                    else:
+                        run = raw.with_logprobs(tokens, args.max_tokens, name == "lse+entropy")
+                    series[name].runs.append(run)
     finally:
         for gateway in gateways.values():
             gateway.close()
@@ -388,16 +402,18 @@ def report(series: dict[str, Series], variants: list[str]) -> None:
             f"   TTFT {_paired(raw_s, gw, 'ttft')}   total {_paired(raw_s, gw, 'total')}"
         )
     print(f"   {'json (no stream)':16} total {_paired(raw_s, series['json'], 'total')}")
-    plain, lse, slow = series["plain"], series["lse"], series["logits_all"]
+    plain, slow = series["plain"], series["logits_all"]
     print()
     print("2. per-token logprob tracking (in-process, decode tok/s, median [min-max])")
-    for name, s in (("plain", plain), ("lse", lse), ("logits_all", slow)):
-        print(f"   {name:10} {_fmt(s, 'decode_tps'):>26}")
-    accounted = sum(r.tracked for r in lse.runs) / sum(r.total - r.tracked for r in lse.runs)
-    print(
-        f"   time ratio lse/plain:        {_paired(plain, lse, 'decode_tps')} (A/B, noisy)"
-        f"   accounted: {1 + accounted:.4f}   (target <= 1.03)"
-    )
+    for name in (*TRACKING, "logits_all"):
+        print(f"   {name:12} {_fmt(series[name], 'decode_tps'):>26}")
+    for name in TRACKING[1:]:
+        runs = series[name].runs
+        accounted = sum(r.tracked for r in runs) / sum(r.total - r.tracked for r in runs)
+        print(
+            f"   time ratio {name}/plain: {_paired(plain, series[name], 'decode_tps')}"
+            f" (A/B, noisy)   accounted: {1 + accounted:.4f}   (target <= 1.03)"
+        )
     print(
         f"   time ratio logits_all/plain: "
         f"{_aggregate_tps(plain) / _aggregate_tps(slow):.3f}  (all tokens)"

@@ -131,6 +131,7 @@ def build_job(
     settings: Settings,
     trace: RequestTrace | None = None,
     meta: ResponseMeta | None = None,
+    entropies: bool = False,
 ) -> LocalJob:
     """Validate a request against the model and limits; raise before any work starts."""
     max_tokens = completion_budget(
@@ -148,6 +149,7 @@ def build_job(
             sampling=sampling_from(body, settings),
             stop=check_stop(body.stop, settings),
             top_logprobs=top_logprobs,
+            entropies=entropies,
         ),
         meta=meta if meta is not None else ResponseMeta.new(kind, body.model, logprobs=logprobs),
         stream=body.stream,

@@ -17,7 +17,12 @@ import numpy as np
 from local_model.chat_template import ChatTemplate
 from local_model.errors import EngineClosedError, GenerationFailedError, QueueFullError
 from local_model.generation import Generation
-from local_model.logprobs import log_normalizer_and_entropy, token_logprob, top_logprobs
+from local_model.logprobs import (
+    log_normalizer,
+    log_normalizer_and_entropy,
+    token_logprob,
+    top_logprobs,
+)
 from local_model.text import StopMatcher, Utf8Assembler
 from local_model.types import (
     ChatMessage,
@@ -371,7 +376,11 @@ class LlamaEngine:
                 row = np.ctypeslib.as_array(
                     llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(n_vocab,)
                 )
-                normalizer, entropy = log_normalizer_and_entropy(row, shifted, weights)
+                entropy: float | None = None
+                if request.entropies:
+                    normalizer, entropy = log_normalizer_and_entropy(row, shifted, weights)
+                else:
+                    normalizer = log_normalizer(row, weights)
                 piece = self._piece(token_id)
                 text = utf8.feed(piece)
                 released, stopped = stops.feed(text)

@@ -36,6 +36,9 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     #: alternatives to report per generated token (OpenAI ``top_logprobs``); 0 = none
     top_logprobs: int = 0
+    #: report each token's entropy too (one more pass over the vocabulary per token:
+    #: asked for only when the confidence gate or an evaluation uses it)
+    entropies: bool = False
 
 
 @dataclass(frozen=True)

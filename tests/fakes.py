@@ -135,7 +135,8 @@ class FakeEngine:
                     return
                 released, stopped = stops.feed(piece)
                 logprob = reply.logprobs[i] if i < len(reply.logprobs) else -0.5
-                entropy = reply.entropies[i] if i < len(reply.entropies) else None
+                known = request.entropies and i < len(reply.entropies)
+                entropy = reply.entropies[i] if known else None
                 count += 1
                 token = TokenLogprob(100 + i, piece, piece.encode(), logprob, entropy=entropy)
                 generation.publish(TokenEvent(released, token))

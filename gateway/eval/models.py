@@ -43,7 +43,10 @@ class LocalModel:
             turns = [ChatMessage(m["role"], m["content"]) for m in item.chat_messages()]
             prompt = engine.tokenizer.tokenize_chat(turns)
         request = GenerationRequest(
-            prompt_tokens=tuple(prompt), max_tokens=self._max_tokens, sampling=self._sampling
+            prompt_tokens=tuple(prompt),
+            max_tokens=self._max_tokens,
+            sampling=self._sampling,
+            entropies=True,  # every signal is evaluated, the entropy ones included
         )
         started = time.perf_counter()
         result = await engine.submit(request).result()

@@ -53,9 +53,16 @@ async def test_logprobs_equal_llama_cpp_logits_all_path(
 ) -> None:
     """The cheap last-row log-sum-exp and entropy give what logits_all=True would give."""
     prompt = llama_engine.tokenizer.tokenize(COUNTING)
-    request = GenerationRequest(tuple(prompt), 8, GREEDY, top_logprobs=3)
+    request = GenerationRequest(tuple(prompt), 8, GREEDY, top_logprobs=3, entropies=True)
     result = await llama_engine.submit(request).result()
     assert result.stats.completion_tokens == 8
+    # Entropies only when asked for (they cost a pass over the vocabulary per token);
+    # the log-probabilities are the same either way.
+    plain = await llama_engine.submit(GenerationRequest(tuple(prompt), 8, GREEDY)).result()
+    assert [t.entropy for t in plain.tokens] == [None] * 8
+    assert [t.logprob for t in plain.tokens] == pytest.approx(
+        [t.logprob for t in result.tokens], abs=1e-6
+    )
 
     slow = Llama(str(model_path), n_ctx=256, logits_all=True, verbose=False)
     try:
