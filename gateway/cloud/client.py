@@ -48,6 +48,9 @@ Endpoint = Literal["chat", "text"]
 Outcome = Literal["success", "failure", "unknown"]
 
 _PATHS: dict[Endpoint, str] = {"chat": "/chat/completions", "text": "/completions"}
+# Bodies are encoded with orjson (httpx's json= uses the json module).
+_JSON = {"Content-Type": "application/json"}
+_SSE = {**_JSON, "Accept": "text/event-stream"}
 
 
 def _outcome(exc: BaseException | None) -> Outcome:
@@ -201,7 +204,7 @@ class CloudClient:
             attempts += 1
             try:
                 async with self._slots.slot():
-                    response = await self._http.post(url, json=body)
+                    response = await self._http.post(url, content=jsonio.dumps(body), headers=_JSON)
             except httpx.HTTPError as exc:
                 failure = failures.from_transport_error(exc)
             else:
@@ -348,7 +351,7 @@ class CloudStream:
                 async with (
                     client._slots.slot(),
                     client._http.stream(
-                        "POST", self._url, json=self._body, headers={"Accept": "text/event-stream"}
+                        "POST", self._url, content=jsonio.dumps(self._body), headers=_SSE
                     ) as response,
                 ):
                     if response.is_success:
