@@ -7,13 +7,12 @@ import contextlib
 import random
 import sqlite3
 import tracemalloc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.ledger.postgres import PostgresStore
 from gateway.ledger.store import PAGE_ROWS, LedgerStore, SQLiteStore, StoredRecord
 from gateway.ledger.summary import ROUTES, percentile, summarize
 from tests.gateway.ledger.rows import costs, row
@@ -85,19 +84,6 @@ def in_window(
         and (until is None or r.record.started_at < until)
         and (key_id is None or r.record.key_id == key_id)
     ]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LedgerStore]:
-    opened: LedgerStore
-    if request.param == "sqlite":
-        opened = SQLiteStore(tmp_path / "ledger.sqlite3")
-    else:
-        opened = PostgresStore(request.getfixturevalue("postgres_url"))
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 WINDOWS = [
