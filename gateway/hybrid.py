@@ -52,16 +52,14 @@ class Call:
     budget_reset_s: float | None = None
     _local: LocalJob | None = field(default=None, init=False)
     _local_error: ContextLengthExceededError | None = field(default=None, init=False)
-    _prepared: bool = field(default=False, init=False)
 
     async def local(self) -> LocalJob | None:
         """The local job, or None when the prompt is too long for it (see local_error)."""
-        if not self._prepared:
+        if self._local is None and self._local_error is None:
             try:
                 self._local = await self.prepare_local()
             except ContextLengthExceededError as exc:  # the cloud may still take it
                 self._local_error = exc
-            self._prepared = True
         return self._local
 
     @property
