@@ -6,8 +6,8 @@ Bodies are plain dicts: they are serialised once per token on the hot path.
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,7 +32,7 @@ class ResponseMeta:
     @classmethod
     def new(cls, kind: Kind, model: str, *, logprobs: bool) -> ResponseMeta:
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
-        return cls(kind, f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model, logprobs)
+        return cls(kind, f"{prefix}-{os.urandom(16).hex()}", int(time.time()), model, logprobs)
 
 
 def usage(stats: GenerationStats) -> dict[str, int]:

@@ -23,7 +23,9 @@ from tests.gateway.cloud.conftest import (
     dripping,
     ok,
     raises,
+    sse,
     status,
+    streamed,
 )
 
 CHAT = {"model": "hybrid", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
@@ -53,6 +55,35 @@ async def test_success_rewrites_model_and_captures_usage(
     assert sent["temperature"] == 0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_headers_are_those_httpx_would_send(
+    make_client: MakeClient, upstream: Upstream, stream: bool
+) -> None:
+    # The client builds its requests itself (for speed): the same headers as httpx's
+    # AsyncClient.post / .stream would, Host and Content-Length included.
+    chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+    upstream.then(streamed(sse([chunk, "[DONE]"])) if stream else ok(completion_body()))
+    client = make_client(extra_headers={"OpenAI-Organization": "org-test"})
+    if stream:
+        async for _ in client.stream("chat", dict(CHAT), response_model="hybrid"):
+            pass
+    else:
+        await client.complete("chat", dict(CHAT), response_model="hybrid")
+
+    (sent,) = upstream.requests
+    reference = httpx.AsyncClient(
+        headers={"OpenAI-Organization": "org-test", "Authorization": f"Bearer {CANARY_KEY}"}
+    ).build_request(
+        "POST",
+        f"{BASE_URL}/chat/completions",
+        content=sent.content,
+        headers={"Content-Type": "application/json"}
+        | ({"Accept": "text/event-stream"} if stream else {}),
+    )
+    assert sorted(sent.headers.multi_items()) == sorted(reference.headers.multi_items())
+    assert sent.headers["content-length"] == str(len(sent.content))
+
+
 async def test_text_endpoint_and_no_stream_options_on_json(
     make_client: MakeClient, upstream: Upstream
 ) -> None:
@@ -80,6 +111,29 @@ async def test_request_fields_cannot_redirect_traffic(
 
     assert upstream.requests[0].url.host == "cloud.test"
     assert upstream.requests[0].headers["authorization"] == f"Bearer {CANARY_KEY}"
+
+
+async def test_upstream_cookies_are_not_sent_back(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    # One client serves every caller: a cookie one answer sets must not ride on the next
+    # caller's request (httpx's client would keep it in its jar and send it).
+    def with_cookie(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json=completion_body(),
+            headers={"Set-Cookie": "session=abc123; Path=/; Domain=cloud.test"},
+        )
+
+    chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+    upstream.then(with_cookie, ok(completion_body()), streamed(sse([chunk, "[DONE]"])))
+    client = make_client()
+    for _ in range(2):
+        await client.complete("chat", dict(CHAT), response_model="hybrid")
+    async for _ in client.stream("chat", dict(CHAT), response_model="hybrid"):
+        pass
+
+    assert [r.headers.get("cookie") for r in upstream.requests] == [None, None, None]
 
 
 async def test_no_key_sends_no_authorization(make_client: MakeClient, upstream: Upstream) -> None:
