@@ -186,9 +186,10 @@ def create_app(
         )
     # Added last = outermost: the request id exists before the trace opens.
     app.add_middleware(RequestIdMiddleware)
+    # Routes are matched in order: the completions, nearly every request, first.
+    app.include_router(completions.router)
     app.include_router(health.router)
     app.include_router(models.router)
-    app.include_router(completions.router)
     app.include_router(usage.router)
     app.include_router(metrics_routes.router)
     app.include_router(admin.router)

@@ -15,7 +15,7 @@ import local_model
 from gateway import local_route
 from gateway.auth.middleware import principal_of
 from gateway.cloud_route import CloudJob
-from gateway.deps import Services, ServicesDep
+from gateway.deps import Services, services_of
 from gateway.errors import ContextLengthExceededError, InvalidRequestError, ModelNotFoundError
 from gateway.hybrid import Call
 from gateway.openai_format import Kind, ResponseMeta
@@ -194,9 +194,8 @@ async def _serve(
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, services: ServicesDep
-) -> Response:
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    services = services_of(request)
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequestError("top_logprobs requires logprobs=true", param="top_logprobs")
     max_messages = services.settings.limits.max_messages
@@ -232,9 +231,8 @@ async def create_chat_completion(
 
 
 @router.post("/v1/completions", response_model=None)
-async def create_completion(
-    body: CompletionRequest, request: Request, services: ServicesDep
-) -> Response:
+async def create_completion(body: CompletionRequest, request: Request) -> Response:
+    services = services_of(request)
     tokenizer = services.engine.tokenizer
     prompt_is_ids = False
     if isinstance(body.prompt, str) or isinstance(body.prompt[0], str):
