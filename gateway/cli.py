@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway import access_log
     from gateway.app import create_app
     from gateway.auth.keys import AuthConfigurationError, check_configuration
     from gateway.settings import Settings, unknown_environment_variables
@@ -80,7 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
         # httpx logs every upstream request at INFO: the access log already has each one,
         # and the line cost 3% of the gateway's CPU on the cloud route.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    _configure_access_log(settings.server.access_log)
+    access_log.configure(settings.server.access_log, sys.stderr)
     with _exit_zero_when_stopped():
         uvicorn.run(
             create_app(settings),
@@ -279,22 +280,6 @@ def _key_id(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", text):
         raise argparse.ArgumentTypeError("1-64 characters of A-Za-z0-9._-")
     return text
-
-
-def _configure_access_log(enabled: bool) -> None:
-    """Bare JSON lines, one per completion request, ready for a log shipper."""
-    access = logging.getLogger("gateway.access")
-    access.propagate = False
-    if not enabled:
-        access.disabled = True
-        return
-    # One write per line, on the event loop. A listener thread (QueueHandler) was
-    # measured worse: at concurrency 16 its GIL hand-offs cost the loop 20% of
-    # throughput (bench/ledger_overhead.py).
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
 
 
 _DB_HELP = (

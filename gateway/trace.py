@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import jsonio
+from gateway import access_log
 from gateway.ledger.record import Endpoint, LedgerRecord
 from gateway.outcome import Outcome, VisibleRoute
 from local_model import GenerationDone
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
-access_log = logging.getLogger("gateway.access")
 
 _PATHS: dict[str, Endpoint] = {"/v1/chat/completions": "chat", "/v1/completions": "text"}
 # Enough of a refused body to read its model id and stream flag.
@@ -144,18 +143,6 @@ class RequestTrace:
         )
 
 
-class _JsonLine:
-    """Dumped only when a handler formats it (off the event loop with the CLI's handler)."""
-
-    __slots__ = ("fields",)
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.fields = fields
-
-    def __str__(self) -> str:
-        return jsonio.dumps(self.fields).decode()
-
-
 def current_trace(scope_state: Any) -> RequestTrace | None:
     trace = getattr(scope_state, "trace", None)
     return trace if isinstance(trace, RequestTrace) else None
@@ -225,13 +212,13 @@ class Recorder:
                 )
             except Exception:  # a metrics bug must not lose the access log line
                 logger.exception("metrics could not count request %s", record.request_id)
-        if access_log.isEnabledFor(logging.INFO):
-            line = {
-                **{k: v for k, v in record.__dict__.items() if k not in _CONTENT_FIELDS},
-                "cost_usd": costs.cloud_usd + costs.local_usd,
-                "savings_usd": costs.savings_usd,
-            }
-            access_log.info("%s", _JsonLine(line))
+        if access_log.enabled():
+            line = dict(record.__dict__)
+            for name in _CONTENT_FIELDS:
+                del line[name]
+            line["cost_usd"] = costs.cloud_usd + costs.local_usd
+            line["savings_usd"] = costs.savings_usd
+            access_log.write(line)
 
     async def drain(self, timeout: float = _GENERATION_GRACE_S) -> None:
         """Wait for records still being finished (graceful shutdown)."""
