@@ -70,7 +70,7 @@ async def complete(request: Request, cloud: Cloud, job: CloudJob, outcome: Outco
     started = time.perf_counter()
     try:
         result = await cancel_on_disconnect(
-            request, cloud.complete(job.kind, job.payload, response_model=job.meta.model)
+            request.receive, cloud.complete(job.kind, job.payload, response_model=job.meta.model)
         )
     except ClientDisconnected:
         logger.info("client disconnected; cloud request abandoned")
@@ -115,7 +115,7 @@ async def open_stream(request: Request, cloud: Cloud, job: CloudJob) -> OpenedSt
         raise
     chunks = aiter(upstream)
     try:
-        first = await cancel_on_disconnect(request, anext(chunks, None))
+        first = await cancel_on_disconnect(request.receive, anext(chunks, None))
     except BaseException as exc:
         await upstream.aclose()
         _note(job, started, max(1, upstream.attempts), None)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from starlette.requests import Request
+from starlette.types import Receive
 
 T = TypeVar("T")
 
@@ -15,16 +15,16 @@ class ClientDisconnected(Exception):
     """The client closed the connection before the response was sent."""
 
 
-async def _wait_for_disconnect(request: Request) -> None:
+async def _wait_for_disconnect(receive: Receive) -> None:
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             return
 
 
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work`` in this task; if the client leaves first, cancel it and raise
-    ClientDisconnected.
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work`` in this task; if the client leaves first (``receive`` says
+    ``http.disconnect``), cancel it and raise ClientDisconnected.
 
     A watcher task cancels this one when the disconnect arrives, the way
     ``asyncio.timeout`` does on its deadline, and the cancellation it caused is
@@ -42,7 +42,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     async def watch() -> None:
         nonlocal left
         try:
-            await _wait_for_disconnect(request)
+            await _wait_for_disconnect(receive)
         except Exception:  # a broken receive channel: the client is as good as gone
             pass
         left = True

@@ -166,13 +166,13 @@ class Dispatcher:
         try:
             if job.stream:
                 held = await cancel_on_disconnect(
-                    request, local_route.hold_back(generation, gate.holdback_tokens, floor)
+                    request.receive, local_route.hold_back(generation, gate.holdback_tokens, floor)
                 )
                 evidence = held.evidence
                 aborted = held.aborted
             else:
                 result, evidence = await cancel_on_disconnect(
-                    request, local_route.run_to_end(generation, floor)
+                    request.receive, local_route.run_to_end(generation, floor)
                 )
                 aborted = result is None
         except ClientDisconnected:

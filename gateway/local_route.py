@@ -340,7 +340,9 @@ async def respond(request: Request, engine: Engine, job: LocalJob, outcome: Outc
     if job.stream:
         return stream_response(generation, job, outcome)
     try:
-        body = await cancel_on_disconnect(request, complete(generation, job, outcome.body_field()))
+        body = await cancel_on_disconnect(
+            request.receive, complete(generation, job, outcome.body_field())
+        )
     except ClientDisconnected:
         logger.info("client disconnected; local generation stopped")
         return Response(status_code=499)

@@ -32,7 +32,7 @@ from gateway.cloud.failures import Failure
 from gateway.cloud.pool import RequestSlots
 from gateway.cloud.results import CloudResult, CloudUsage, usage_from
 from gateway.cloud.retry import RetryPolicy
-from gateway.cloud.sse_parse import iter_chunks
+from gateway.cloud.sse_parse import iter_chunks, iter_lines
 from gateway.cloud.transport import AiohttpTransport, proxy_for
 from gateway.errors import (
     CloudUnavailableError,
@@ -418,7 +418,7 @@ class CloudStream:
                     ) as response,
                 ):
                     if response.is_success:
-                        async for chunk in iter_chunks(response.aiter_lines()):
+                        async for chunk in iter_chunks(iter_lines(response.aiter_bytes())):
                             usage = usage_from(chunk.get("usage"))
                             if usage is not None:
                                 self.usage = usage

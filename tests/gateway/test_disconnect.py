@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from starlette.requests import Request
 
 from gateway.disconnect import ClientDisconnected, cancel_on_disconnect
 
@@ -32,10 +31,6 @@ class FakeRequest:
         return {"type": "http.disconnect"}
 
 
-def as_request(fake: FakeRequest) -> Request:
-    return cast(Request, fake)
-
-
 async def test_result_of_finished_work_and_no_cancellation_left_behind() -> None:
     fake = FakeRequest()
 
@@ -43,7 +38,7 @@ async def test_result_of_finished_work_and_no_cancellation_left_behind() -> None
         await asyncio.sleep(0)
         return "answer"
 
-    assert await cancel_on_disconnect(as_request(fake), work()) == "answer"
+    assert await cancel_on_disconnect(fake.receive, work()) == "answer"
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
     await asyncio.sleep(0)  # a later disconnect reaches nobody
@@ -70,7 +65,7 @@ async def test_disconnect_cancels_the_work_and_raises() -> None:
 
     leaving = asyncio.ensure_future(leave_soon())
     with pytest.raises(ClientDisconnected):
-        await cancel_on_disconnect(as_request(fake), work())
+        await cancel_on_disconnect(fake.receive, work())
     await leaving
     assert cleaned_up.is_set()  # the work's own cleanup ran before the raise
     task = asyncio.current_task()
@@ -86,7 +81,7 @@ async def test_broken_receive_channel_counts_as_a_disconnect() -> None:
         await asyncio.sleep(60)
 
     with pytest.raises(ClientDisconnected):
-        await cancel_on_disconnect(as_request(fake), work())
+        await cancel_on_disconnect(fake.receive, work())
 
 
 async def test_work_errors_pass_through() -> None:
@@ -95,7 +90,7 @@ async def test_work_errors_pass_through() -> None:
         raise ValueError("bad upstream")
 
     with pytest.raises(ValueError, match="bad upstream"):
-        await cancel_on_disconnect(as_request(FakeRequest()), work())
+        await cancel_on_disconnect(FakeRequest().receive, work())
 
 
 async def waiting_request(fake: FakeRequest) -> asyncio.Task[None]:
@@ -107,7 +102,7 @@ async def waiting_request(fake: FakeRequest) -> asyncio.Task[None]:
         await asyncio.sleep(60)
 
     async def request_task() -> None:
-        await cancel_on_disconnect(as_request(fake), work())
+        await cancel_on_disconnect(fake.receive, work())
 
     task = asyncio.ensure_future(request_task())
     await started.wait()
@@ -142,7 +137,7 @@ async def test_work_that_swallows_the_cancellation_returns_and_leaves_none_behin
             pass
         return "finished anyway"
 
-    assert await cancel_on_disconnect(as_request(fake), work()) == "finished anyway"
+    assert await cancel_on_disconnect(fake.receive, work()) == "finished anyway"
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
     await asyncio.sleep(0)
