@@ -81,6 +81,15 @@ BENCHES = (
         ("--rounds", "2"),
     ),
     Bench(
+        "instructions",
+        "instructions.py",
+        "callgrind instruction counts of a cloud request in-process (repeatable where CPU "
+        "time is not): bookkeeping on vs off",
+        "report; compare checkouts with --baseline-root",
+        ("--bookkeeping",),
+        ("--bookkeeping", "--requests", "64"),
+    ),
+    Bench(
         "memory",
         "memory.py",
         "gateway RSS idle and under load vs a bare llama-cpp-python process",
