@@ -151,8 +151,8 @@ class CloudClient:
         )
         # Requests are built here, not by AsyncClient.build_request (URL joins, header and
         # cookie merging), nor from ``content=`` (httpx then sets Host and Content-Length one
-        # header at a time): 12 µs a request instead of 40. The URLs, headers and timeouts are
-        # the same for every request.
+        # header at a time, 12-14 us for the Request alone against 2-4 us this way). The
+        # URLs, headers and timeouts are the same for every request.
         self._urls: dict[Endpoint, httpx.URL] = (
             {e: httpx.URL(settings.base_url + path) for e, path in _PATHS.items()}
             if settings.base_url is not None
