@@ -223,7 +223,9 @@ def main() -> None:
         child(args)
         return
     if shutil.which("valgrind") is None:
-        sys.exit("valgrind is not installed (apt install valgrind)")
+        # Reported, not failed: make bench runs everything else without it.
+        print("skipped: valgrind is not installed (Debian: apt install valgrind)")
+        return
     flags = [a for a in sys.argv[1:] if a in (*SWITCHES, "--no-access-log", "--stream")]
     flags += ["--requests", str(args.requests)]
     kind = "streamed" if args.stream else "non-streamed"
