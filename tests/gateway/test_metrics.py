@@ -448,3 +448,36 @@ def test_the_route_negotiates_openmetrics(client: TestClient) -> None:
 
 def test_the_route_is_not_in_the_openapi_schema(client: TestClient) -> None:
     assert "/metrics" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_requests_are_counted_in_batches_and_at_every_scrape(metrics: GatewayMetrics) -> None:
+    from gateway.metrics import FLUSH_EVERY
+
+    def counted() -> float:
+        # Straight from the registry, without the flush that .registry and render() do.
+        value = metrics._registry.get_sample_value(
+            P + "requests_total",
+            {"route": "local", "reason": "default", "status": "200", "endpoint": "chat"},
+        )
+        return value or 0.0
+
+    for _ in range(FLUSH_EVERY - 1):
+        _observe(metrics, _record())
+    assert counted() == 0  # waiting for a batch
+    body, _ = metrics.render()
+    assert counted() == FLUSH_EVERY - 1  # a scrape counts what is pending first
+    assert b'endpoint="chat",reason="default",route="local",status="200"} 255.0' in body
+    for _ in range(FLUSH_EVERY):
+        _observe(metrics, _record())
+    assert counted() == 2 * FLUSH_EVERY - 1  # a full batch is counted without a scrape
+
+
+def test_a_record_that_cannot_be_counted_loses_only_itself(
+    metrics: GatewayMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    _observe(metrics, _record())
+    _observe(metrics, _record(route="not-a-route"))  # no histogram child: fails when counted
+    _observe(metrics, _record())
+    with caplog.at_level(logging.ERROR, logger="gateway.metrics"):
+        assert _requests(metrics, "local", "default", "200", "chat") == 2
+    assert "could not count request" in caplog.text
