@@ -6,12 +6,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway import Settings, create_app
-from tests.fakes import FakeEngine
+from tests.fakes import FakeCloud, FakeEngine
 
 
 @pytest.fixture
 def engine() -> FakeEngine:
     return FakeEngine()
+
+
+@pytest.fixture
+def cloud() -> FakeCloud:
+    """A scripted cloud upstream (tests/fakes.py) for apps built with cloud_factory."""
+    return FakeCloud()
 
 
 @pytest.fixture

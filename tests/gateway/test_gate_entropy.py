@@ -38,11 +38,6 @@ def engine() -> FakeEngine:
     return FakeEngine(n_ctx=64)
 
 
-@pytest.fixture
-def cloud() -> FakeCloud:
-    return FakeCloud()
-
-
 def _client(tmp_path: Path, engine: FakeEngine, cloud: FakeCloud, holdback: int) -> TestClient:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(holdback=holdback))

@@ -81,11 +81,6 @@ def engine() -> FakeEngine:
 
 
 @pytest.fixture
-def cloud() -> FakeCloud:
-    return FakeCloud()
-
-
-@pytest.fixture
 def make_client(tmp_path: Path, engine: FakeEngine, cloud: FakeCloud) -> Iterator[Maker]:
     clients: list[TestClient] = []
 

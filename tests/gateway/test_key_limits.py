@@ -253,11 +253,6 @@ def _as(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
-@pytest.fixture
-def cloud() -> FakeCloud:
-    return FakeCloud()
-
-
 def _app(
     tmp_path: Path,
     cloud: FakeCloud,

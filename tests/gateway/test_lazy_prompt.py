@@ -65,11 +65,6 @@ def engine() -> FakeEngine:
 
 
 @pytest.fixture
-def cloud() -> FakeCloud:
-    return FakeCloud()
-
-
-@pytest.fixture
 def gateway(tmp_path: Path, engine: FakeEngine, cloud: FakeCloud) -> Iterator[Gateway]:
     tokenizer = CountingTokenizer()
     engine._tokenizer = tokenizer

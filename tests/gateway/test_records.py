@@ -39,11 +39,6 @@ def engine() -> FakeEngine:
     return FakeEngine(n_ctx=64)
 
 
-@pytest.fixture
-def cloud() -> FakeCloud:
-    return FakeCloud()
-
-
 Run = Callable[..., list[dict[str, Any]]]
 
 
