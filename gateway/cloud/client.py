@@ -158,11 +158,13 @@ class CloudClient:
             if settings.base_url is not None
             else {}
         )
+        # Host first, as httpx orders it; every endpoint shares the base URL's host.
+        host = [(b"Host", httpx.URL(settings.base_url).netloc)] if settings.base_url else []
         self._headers: dict[bool, list[tuple[bytes, bytes]]] = {}
         for stream in (False, True):
             merged = httpx.Headers(self._http.headers)
             merged.update(_SSE if stream else _JSON)  # as build_request merges: case-blind
-            self._headers[stream] = merged.raw
+            self._headers[stream] = [*host, *merged.raw]
         self._extensions = {"timeout": timeout.as_dict()}
         # A full pool is local saturation: fail fast instead of queueing.
         self._slots = RequestSlots(settings.max_connections, wait_s=settings.connect_timeout_s)
@@ -226,11 +228,7 @@ class CloudClient:
         return httpx.Request(
             "POST",
             url,
-            headers=[
-                (b"Host", url.netloc),
-                *self._headers[stream],
-                (b"Content-Length", str(len(content)).encode()),
-            ],
+            headers=[*self._headers[stream], (b"Content-Length", str(len(content)).encode())],
             stream=httpx.ByteStream(content),
             extensions=self._extensions,
         )
