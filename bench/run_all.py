@@ -81,6 +81,15 @@ BENCHES = (
         ("--rounds", "2"),
     ),
     Bench(
+        "ledger-store",
+        "ledger_store.py",
+        "CPU per ledger row written to SQLite: as shipped vs random row keys and "
+        "sqlite3's adapter-miss path (the earlier writes)",
+        "report",
+        (),
+        ("--rounds", "1", "--prefill", "2000", "--batches", "20"),
+    ),
+    Bench(
         "instructions",
         "instructions.py",
         "callgrind instruction counts of a cloud request in-process (repeatable where CPU "

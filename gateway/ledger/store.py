@@ -25,11 +25,12 @@ import math
 import operator
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from gateway.ledger.cost import Costs
 from gateway.ledger.record import LedgerRecord
@@ -170,8 +171,16 @@ def newer_schema_error(found: int, known: int) -> str:
 
 
 def new_uid() -> str:
-    # 128 random bits, as uuid4 (which costs several times more: it builds a UUID object).
-    return os.urandom(16).hex()
+    """32 hex digits: the time in milliseconds (12), then 80 random bits (as UUIDv7 orders them).
+
+    Time first, so each batch's new keys land at the right-hand edge of the unique
+    index: with random keys (uuid4-like) every row of a batch dirtied its own
+    index page, and SQLite wrote each page again to the WAL. On a 20,000-row
+    ledger that cost about 15 us of CPU per row (user + system), 25 against 10
+    (bench/ledger_store.py); the gap grows with the table.
+    Not uuid.uuid7 (Python 3.14) or a UUID object: this is several times cheaper.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 @dataclass(frozen=True)
@@ -320,10 +329,26 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
+def register_fast_adapters() -> None:
+    """Bind None and bool parameters without sqlite3's failed adapter search.
+
+    Python's sqlite3 binds only exact int, float, str and bytes directly; any
+    other value (None, bool) goes through the adapter registry, and a miss
+    there formats and discards an AttributeError on the way: about a quarter
+    of the CPU of inserting a ledger row, which has a dozen NULLs. Registered
+    adapters turn that into a dict hit. They return what sqlite3 would have
+    bound anyway (NULL; 0 or 1), so other users of sqlite3 in the process see
+    no change. ``{}.get`` is a builtin returning None for any argument.
+    """
+    sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
+    sqlite3.register_adapter(bool, int)
+
+
 class SQLiteStore:
     """The ledger in one SQLite file (WAL journal, so readers never block the writer)."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
+        register_fast_adapters()
         self.path = path
         self._busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
