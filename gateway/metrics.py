@@ -3,11 +3,17 @@
 Two kinds of source, kept apart so the request path stays cheap:
 
     observe()   one call per finished request (a LedgerRecord and its costs) on
-                the event loop: queued, then counted (counter increments and
-                histogram observations only) in batches of FLUSH_EVERY and before
-                every scrape, so a scrape always sees every request observed
+                the event loop: adds to plain Python numbers (dicts, bucket
+                lists), which a custom collector turns into counter and
+                histogram families when /metrics is scraped
     bind()      callbacks for live state (local queue, cloud circuit, ledger
-                queue), read by a custom collector when /metrics is scraped
+                queue), read by another collector at scrape time
+
+Why not prometheus_client's Counter and Histogram: each increment or
+observation takes a lock and walks the label machinery, about a dozen per
+request; counting in plain numbers costs a third of that (bench/instructions.py
+--no-metrics) and a scrape sees every request observed before it. Both
+observe() and the scrape run on the event loop, so nothing here needs a lock.
 
 Every instance owns its CollectorRegistry, never the process-global one: tests
 create many apps in one process, and two gateways must not share counts.
@@ -22,13 +28,21 @@ become labels.
 from __future__ import annotations
 
 import logging
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.samples import Sample
 
 from gateway.ledger.record import LedgerRecord
 from local_model.types import EngineStatus
@@ -56,115 +70,63 @@ BreakerStateSource = Callable[[], dict[str, Any]]
 #: (records waiting to be written, records dropped since start)
 LedgerStatsSource = Callable[[], tuple[int, int]]
 
-_RequestKey = tuple[str, str | None, int, str]
-#: a request and its costs: cloud, local, all-cloud counterfactual, savings (USD)
-_Observed = tuple[LedgerRecord, float, float, float, float]
-#: requests counted together; a scrape counts whatever is pending first
-FLUSH_EVERY = 256
+#: route, reason ("none" for None, as the label says), status, endpoint
+_RequestKey = tuple[str, str, int, str]
 _T = TypeVar("_T")
+
+
+class _Histogram:
+    """One route's observations: a count per bucket (not cumulative), the sum."""
+
+    __slots__ = ("bounds", "counts", "les", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        # The "le" label values as the client library writes them: 0.01, 1.0, +Inf.
+        self.les = (*(repr(float(bound)) for bound in bounds), "+Inf")
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bound's bucket (le).
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        buckets, total = [], 0
+        for le, count in zip(self.les, self.counts, strict=True):
+            total += count
+            buckets.append((le, float(total)))
+        return buckets
+
+
+class _Counts:
+    """Every request counter and histogram, in plain numbers."""
+
+    def __init__(self) -> None:
+        self.created = time.time()
+        self.requests: dict[_RequestKey, int] = {}
+        self.ttft = {route: _Histogram(TTFT_BUCKETS) for route in ROUTES}
+        self.duration = {route: _Histogram(DURATION_BUCKETS) for route in ROUTES}
+        self.local_prompt = self.local_completion = 0
+        self.cloud_prompt = self.cloud_completion = 0
+        self.cloud_usd = self.local_usd = self.counterfactual_usd = 0.0
+        self.savings_usd = self.overspend_usd = 0.0
+        self.escalations: dict[str, int] = {}
+        self.degraded: dict[str, int] = {}
+        self.cloud_attempts = self.cloud_retries = 0
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
+        self._counts = _Counts()
         self._registry = CollectorRegistry()
-        registry = self._registry
-        self._requests = Counter(
-            PREFIX + "requests_total",
-            "Finished requests by route, deciding rule, HTTP status and endpoint.",
-            ("route", "reason", "status", "endpoint"),
-            registry=registry,
-        )
-        ttft = Histogram(
-            PREFIX + "time_to_first_token_seconds",
-            "Seconds from arrival to the first byte of the response body.",
-            ("route",),
-            buckets=TTFT_BUCKETS,
-            registry=registry,
-        )
-        duration = Histogram(
-            PREFIX + "request_duration_seconds",
-            "Seconds from arrival to the last byte (or the failure or disconnect).",
-            ("route",),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        tokens = Counter(
-            PREFIX + "tokens_total",
-            "Tokens processed, by the side that processed them and kind.",
-            ("side", "kind"),
-            registry=registry,
-        )
-
-        def usd(name: str, documentation: str) -> Counter:
-            return Counter(PREFIX + name, documentation, registry=registry)
-
-        self._cloud_usd = usd("cloud_cost_usd_total", "Cloud spend in USD at configured prices.")
-        self._local_usd = usd(
-            "local_cost_usd_total", "Estimated cost in USD of the local model's work."
-        )
-        self._counterfactual_usd = usd(
-            "all_cloud_counterfactual_usd_total",
-            "USD the same requests would have cost had all of them gone to the cloud.",
-        )
-        # Savings are negative when a request costs more than all-cloud would have
-        # (an escalation pays for the local attempt and the cloud answer). A counter
-        # cannot go down, and a gauge that accumulates restarts from 0 on every
-        # restart, which rate()/increase() cannot correct on a gauge. Two counters
-        # keep resets handled and both sides visible; net savings over a window is
-        # increase(savings_usd_total) - increase(overspend_usd_total).
-        self._savings_usd = usd(
-            "savings_usd_total", "Sum of positive per-request savings against all-cloud, USD."
-        )
-        self._overspend_usd = usd(
-            "overspend_usd_total",
-            "Sum of negative per-request savings against all-cloud, as a positive USD amount.",
-        )
-        self._escalations = Counter(
-            PREFIX + "escalations_total",
-            "Answers escalated from the local model to the cloud (route local->cloud), "
-            "by deciding rule.",
-            ("reason",),
-            registry=registry,
-        )
-        self._degraded = Counter(
-            PREFIX + "degraded_total",
-            "Answers that are not what the policy wanted, by why (cloud-unavailable, "
-            "cloud-error, budget-exhausted).",
-            ("why",),
-            registry=registry,
-        )
-        self._cloud_attempts = usd(
-            "cloud_attempts_total", "HTTP attempts made to the cloud upstream, retries included."
-        )
-        self._cloud_retries = usd(
-            "cloud_retries_total", "Cloud attempts beyond the first of their request."
-        )
-
-        # Children resolved once: labels() validates and stringifies on every call.
-        self._ttft = {route: ttft.labels(route) for route in ROUTES}
-        self._duration = {route: duration.labels(route) for route in ROUTES}
-        self._local_prompt = tokens.labels("local", "prompt")
-        self._local_completion = tokens.labels("local", "completion")
-        self._cloud_prompt = tokens.labels("cloud", "prompt")
-        self._cloud_completion = tokens.labels("cloud", "completion")
-        # As bounded as the label values themselves (prometheus_client keeps the
-        # same children); keyed by the raw record fields so a hit costs no str().
-        self._request_children: dict[_RequestKey, Counter] = {}
-        self._escalation_children: dict[str | None, Counter] = {}
-        self._degraded_children: dict[str, Counter] = {}
-
-        # Requests observed but not yet counted: counted in batches (and at every scrape).
-        # prometheus_client takes a lock per increment; ~10 per request, spread between
-        # requests, cost the gateway 4% of its CPU per cloud request (bench A/B, metrics off).
-        self._pending: list[_Observed] = []
-
+        self._registry.register(_RequestCollector(self._counts))
         self._live = _LiveCollector()
-        registry.register(self._live)
+        self._registry.register(self._live)
 
     @property
     def registry(self) -> CollectorRegistry:
-        """The registry, with every request observed so far counted in it."""
-        self.flush()
         return self._registry
 
     def observe(
@@ -178,76 +140,43 @@ class GatewayMetrics:
     ) -> None:
         """Count one finished request. Costs must be >= 0; savings may be negative.
 
-        Raises ValueError (before counting anything) for a negative cost.
+        Raises ValueError (before counting anything) for a negative cost or a
+        route that is not one of ROUTES.
         """
         if cloud_usd < 0 or local_usd < 0 or counterfactual_usd < 0:
             raise ValueError("costs must not be negative")
-        self._pending.append((record, cloud_usd, local_usd, counterfactual_usd, savings_usd))
-        if len(self._pending) >= FLUSH_EVERY:
-            self.flush()
-
-    def flush(self) -> None:
-        """Count the requests observed since the last flush (done at every scrape too)."""
-        pending, self._pending = self._pending, []
-        for item in pending:
-            try:
-                self._count(item)
-            except Exception:  # one bad record must not lose the others' counts
-                logger.exception("metrics could not count request %s", item[0].request_id)
-
-    def _count(self, observed: _Observed) -> None:
-        record, cloud_usd, local_usd, counterfactual_usd, savings_usd = observed
         route = record.route or "none"
-        key = (route, record.reason, record.status, record.endpoint)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._requests.labels(
-                route, record.reason or "none", str(record.status), record.endpoint
-            )
-            self._request_children[key] = child
-        child.inc()
-
+        ttft = self._counts.ttft.get(route)
+        if ttft is None:
+            raise ValueError(f"unknown route {route!r}")
+        counts = self._counts
+        reason = record.reason or "none"
+        key = (route, reason, record.status, record.endpoint)
+        counts.requests[key] = counts.requests.get(key, 0) + 1
         if record.ttft_seconds is not None:
-            self._ttft[route].observe(record.ttft_seconds)
-        self._duration[route].observe(record.total_seconds)
+            ttft.observe(record.ttft_seconds)
+        counts.duration[route].observe(record.total_seconds)
 
-        if record.local_prompt_tokens:
-            self._local_prompt.inc(record.local_prompt_tokens)
-        if record.local_completion_tokens:
-            self._local_completion.inc(record.local_completion_tokens)
-        if record.cloud_prompt_tokens:
-            self._cloud_prompt.inc(record.cloud_prompt_tokens)
-        if record.cloud_completion_tokens:
-            self._cloud_completion.inc(record.cloud_completion_tokens)
+        counts.local_prompt += record.local_prompt_tokens
+        counts.local_completion += record.local_completion_tokens
+        counts.cloud_prompt += record.cloud_prompt_tokens
+        counts.cloud_completion += record.cloud_completion_tokens
 
-        if cloud_usd:
-            self._cloud_usd.inc(cloud_usd)
-        if local_usd:
-            self._local_usd.inc(local_usd)
-        if counterfactual_usd:
-            self._counterfactual_usd.inc(counterfactual_usd)
+        counts.cloud_usd += cloud_usd
+        counts.local_usd += local_usd
+        counts.counterfactual_usd += counterfactual_usd
         if savings_usd > 0:
-            self._savings_usd.inc(savings_usd)
+            counts.savings_usd += savings_usd
         elif savings_usd < 0:
-            self._overspend_usd.inc(-savings_usd)
+            counts.overspend_usd -= savings_usd
 
         if route == "local->cloud":
-            escalation = self._escalation_children.get(record.reason)
-            if escalation is None:
-                escalation = self._escalations.labels(record.reason or "none")
-                self._escalation_children[record.reason] = escalation
-            escalation.inc()
+            counts.escalations[reason] = counts.escalations.get(reason, 0) + 1
         if record.degraded is not None:
-            degraded = self._degraded_children.get(record.degraded)
-            if degraded is None:
-                degraded = self._degraded.labels(record.degraded)
-                self._degraded_children[record.degraded] = degraded
-            degraded.inc()
-
+            counts.degraded[record.degraded] = counts.degraded.get(record.degraded, 0) + 1
         if record.cloud_attempts > 0:
-            self._cloud_attempts.inc(record.cloud_attempts)
-            if record.cloud_attempts > 1:
-                self._cloud_retries.inc(record.cloud_attempts - 1)
+            counts.cloud_attempts += record.cloud_attempts
+            counts.cloud_retries += record.cloud_attempts - 1
 
     def bind(
         self,
@@ -265,7 +194,142 @@ class GatewayMetrics:
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition body and its content type, negotiated from an Accept header."""
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        return encoder(self._registry), content_type
+
+
+class _RequestCollector:
+    """The request counters and histograms, built from the plain numbers at each scrape."""
+
+    def __init__(self, counts: _Counts) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only, so the registry rejects clashes with the live gauges.
+        return self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families()
+
+    def _families(self) -> Iterator[Metric]:
+        counts, created = self._counts, self._counts.created
+
+        def counter(
+            name: str, documentation: str, labels: tuple[str, ...] = ()
+        ) -> CounterMetricFamily:
+            return CounterMetricFamily(PREFIX + name, documentation, labels=labels)
+
+        def one(name: str, documentation: str, value: float) -> CounterMetricFamily:
+            family = counter(name, documentation)
+            family.add_metric((), value, created=created)
+            return family
+
+        requests = counter(
+            "requests_total",
+            "Finished requests by route, deciding rule, HTTP status and endpoint.",
+            ("route", "reason", "status", "endpoint"),
+        )
+        for (route, reason, status, endpoint), value in counts.requests.items():
+            labels = (route, reason, str(status), endpoint)
+            requests.add_metric(labels, value, created=created)
+        yield requests
+
+        yield _histogram(
+            "time_to_first_token_seconds",
+            "Seconds from arrival to the first byte of the response body.",
+            counts.ttft,
+            created,
+        )
+        yield _histogram(
+            "request_duration_seconds",
+            "Seconds from arrival to the last byte (or the failure or disconnect).",
+            counts.duration,
+            created,
+        )
+
+        tokens = counter(
+            "tokens_total",
+            "Tokens processed, by the side that processed them and kind.",
+            ("side", "kind"),
+        )
+        for side_kind, value in (
+            (("local", "prompt"), counts.local_prompt),
+            (("local", "completion"), counts.local_completion),
+            (("cloud", "prompt"), counts.cloud_prompt),
+            (("cloud", "completion"), counts.cloud_completion),
+        ):
+            tokens.add_metric(side_kind, value, created=created)
+        yield tokens
+
+        yield one(
+            "cloud_cost_usd_total", "Cloud spend in USD at configured prices.", counts.cloud_usd
+        )
+        yield one(
+            "local_cost_usd_total",
+            "Estimated cost in USD of the local model's work.",
+            counts.local_usd,
+        )
+        yield one(
+            "all_cloud_counterfactual_usd_total",
+            "USD the same requests would have cost had all of them gone to the cloud.",
+            counts.counterfactual_usd,
+        )
+        # Savings are negative when a request costs more than all-cloud would have
+        # (an escalation pays for the local attempt and the cloud answer). A counter
+        # cannot go down, and a gauge that accumulates restarts from 0 on every
+        # restart, which rate()/increase() cannot correct on a gauge. Two counters
+        # keep resets handled and both sides visible; net savings over a window is
+        # increase(savings_usd_total) - increase(overspend_usd_total).
+        yield one(
+            "savings_usd_total",
+            "Sum of positive per-request savings against all-cloud, USD.",
+            counts.savings_usd,
+        )
+        yield one(
+            "overspend_usd_total",
+            "Sum of negative per-request savings against all-cloud, as a positive USD amount.",
+            counts.overspend_usd,
+        )
+
+        escalations = counter(
+            "escalations_total",
+            "Answers escalated from the local model to the cloud (route local->cloud), "
+            "by deciding rule.",
+            ("reason",),
+        )
+        for reason, value in counts.escalations.items():
+            escalations.add_metric((reason,), value, created=created)
+        yield escalations
+        degraded = counter(
+            "degraded_total",
+            "Answers that are not what the policy wanted, by why (cloud-unavailable, "
+            "cloud-error, budget-exhausted).",
+            ("why",),
+        )
+        for why, value in counts.degraded.items():
+            degraded.add_metric((why,), value, created=created)
+        yield degraded
+
+        yield one(
+            "cloud_attempts_total",
+            "HTTP attempts made to the cloud upstream, retries included.",
+            counts.cloud_attempts,
+        )
+        yield one(
+            "cloud_retries_total",
+            "Cloud attempts beyond the first of their request.",
+            counts.cloud_retries,
+        )
+
+
+def _histogram(
+    name: str, documentation: str, by_route: dict[str, _Histogram], created: float
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(PREFIX + name, documentation, labels=("route",))
+    for route, histogram in by_route.items():
+        family.add_metric((route,), histogram.cumulative(), histogram.sum)
+        # add_metric takes no created time; the client library's own histograms export it.
+        family.samples.append(Sample(family.name + "_created", {"route": route}, created))
+    return family
 
 
 @dataclass(frozen=True)

@@ -450,34 +450,33 @@ def test_the_route_is_not_in_the_openapi_schema(client: TestClient) -> None:
     assert "/metrics" not in client.get("/openapi.json").json()["paths"]
 
 
-def test_requests_are_counted_in_batches_and_at_every_scrape(metrics: GatewayMetrics) -> None:
-    from gateway.metrics import FLUSH_EVERY
-
-    def counted() -> float:
-        # Straight from the registry, without the flush that .registry and render() do.
-        value = metrics._registry.get_sample_value(
-            P + "requests_total",
-            {"route": "local", "reason": "default", "status": "200", "endpoint": "chat"},
-        )
-        return value or 0.0
-
-    for _ in range(FLUSH_EVERY - 1):
+def test_every_request_observed_is_in_the_next_scrape(metrics: GatewayMetrics) -> None:
+    chat = b'endpoint="chat",reason="default",route="local",status="200"}'
+    for _ in range(3):
         _observe(metrics, _record())
-    assert counted() == 0  # waiting for a batch
+    assert chat + b" 3.0" in metrics.render()[0]
+    for _ in range(2):
+        _observe(metrics, _record())
     body, _ = metrics.render()
-    assert counted() == FLUSH_EVERY - 1  # a scrape counts what is pending first
-    assert b'endpoint="chat",reason="default",route="local",status="200"} 255.0' in body
-    for _ in range(FLUSH_EVERY):
-        _observe(metrics, _record())
-    assert counted() == 2 * FLUSH_EVERY - 1  # a full batch is counted without a scrape
+    assert chat + b" 5.0" in body
+    assert b'hybrid_gateway_request_duration_seconds_count{route="local"} 5.0' in body
 
 
-def test_a_record_that_cannot_be_counted_loses_only_itself(
-    metrics: GatewayMetrics, caplog: pytest.LogCaptureFixture
+def test_a_record_with_an_unknown_route_is_refused_before_anything_is_counted(
+    metrics: GatewayMetrics,
 ) -> None:
     _observe(metrics, _record())
-    _observe(metrics, _record(route="not-a-route"))  # no histogram child: fails when counted
+    with pytest.raises(ValueError, match="unknown route"):
+        _observe(metrics, _record(route="not-a-route", total_seconds=7.0, cloud_attempts=3))
     _observe(metrics, _record())
-    with caplog.at_level(logging.ERROR, logger="gateway.metrics"):
-        assert _requests(metrics, "local", "default", "200", "chat") == 2
-    assert "could not count request" in caplog.text
+    assert _requests(metrics, "local", "default", "200", "chat") == 2
+    assert _value(metrics, "request_duration_seconds_sum", route="local") == pytest.approx(1.8)
+    assert _value(metrics, "cloud_attempts_total") == 0.0
+    assert "not-a-route" not in metrics.render()[0].decode()
+
+
+def test_no_reason_and_a_rule_named_none_share_one_series(metrics: GatewayMetrics) -> None:
+    _observe(metrics, _record(reason=None))
+    _observe(metrics, _record(reason="none"))
+    series = [s for s in _samples(metrics)[P + "requests"] if s.name == P + "requests_total"]
+    assert [(s.labels["reason"], s.value) for s in series] == [("none", 2.0)]
