@@ -10,7 +10,8 @@ SQLite's WAL writes and checkpoints included). Variants alternate over rounds:
 * random uids  each row's unique key is 128 random bits (the earlier key):
                every row dirties its own page of the unique index
 * no adapters  None and bool parameters take sqlite3's adapter-miss path
-* before       both of the above (the store before this benchmark existed)
+* route index  with the (route, started_at) index that schema version 4 dropped
+* before       all three (the store before this benchmark existed)
 
 This isolates the writer's share of the bookkeeping cost that
 ``ledger_overhead.py`` measures through the whole gateway.
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -32,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("shipped", "random uids", "no adapters", "before")
+VARIANTS = ("shipped", "random uids", "no adapters", "route index", "before")
 BATCH = 200
 
 
@@ -46,6 +49,7 @@ def child(variant: str, prefill: int, batches: int) -> dict[str, float]:
     if variant in ("no adapters", "before"):
         store_module.register_fast_adapters = lambda: None  # type: ignore[assignment]
     random_uids = variant in ("random uids", "before")
+    route_index = variant in ("route index", "before")
     settings = Settings()
 
     def stored(index: int) -> StoredRecord:
@@ -72,8 +76,15 @@ def child(variant: str, prefill: int, batches: int) -> dict[str, float]:
 
     async def run() -> dict[str, float]:
         with tempfile.TemporaryDirectory() as scratch:
-            store = SQLiteStore(Path(scratch) / "ledger.sqlite3")
+            path = Path(scratch) / "ledger.sqlite3"
+            store = SQLiteStore(path)
             try:
+                await store.migrate()
+                if route_index:
+                    with contextlib.closing(sqlite3.connect(path)) as connection:
+                        connection.execute(
+                            "CREATE INDEX records_route_started_at ON records (route, started_at)"
+                        )
                 for start in range(0, prefill, 1000):
                     await store.write([stored(i) for i in range(start, start + 1000)])
                 pending = [

@@ -116,6 +116,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 3: a client key's /v1/usage reads that key's rows of the window, not every row.
     (f"CREATE INDEX IF NOT EXISTS {TABLE}_key_id_started_at ON {TABLE} (key_id, started_at)",),
+    # 4: no query reads (route, started_at): summaries group the window's rows, which
+    # they find by started_at or (key_id, started_at). Keeping it up cost ~8% of an insert.
+    (f"DROP INDEX IF EXISTS {TABLE}_route_started_at",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _INSERT = (

@@ -78,6 +78,7 @@ async def test_table_has_sqlite_columns_with_postgres_types(postgres_url: str) -
         )
     }
     assert INDEXES <= indexes
+    assert "records_route_started_at" not in indexes
 
 
 async def test_migration_is_idempotent(postgres_url: str) -> None:

@@ -76,7 +76,6 @@ NONES = row(
 #: every index of the current schema, in both backends
 INDEXES = {
     "records_started_at",
-    "records_route_started_at",
     "records_record_uid",
     "records_key_id_started_at",
 }
@@ -116,7 +115,7 @@ async def test_schema_creation_is_idempotent(tmp_path: Path) -> None:
             (SCHEMA_VERSION,)
         ]
         indexes = {r[1] for r in connection.execute("PRAGMA index_list(records)")}
-    assert INDEXES <= indexes
+    assert indexes == INDEXES
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -196,7 +195,7 @@ async def test_a_version_2_ledger_gets_the_client_key_index(tmp_path: Path) -> N
     store = SQLiteStore(path)
     try:
         await store.write([EVERY_FIELD_SET])  # opening it migrates
-        assert await store.migrate() == Migration(3, 3)
+        assert await store.migrate() == Migration(SCHEMA_VERSION, SCHEMA_VERSION)
         found = await store.summarize(since=None, until=None, key_id="key-7")
     finally:
         await store.aclose()
@@ -204,6 +203,27 @@ async def test_a_version_2_ledger_gets_the_client_key_index(tmp_path: Path) -> N
     with contextlib.closing(sqlite3.connect(path)) as connection:
         indexes = {r[1] for r in connection.execute("PRAGMA index_list(records)")}
     assert "records_key_id_started_at" in indexes
+
+
+async def test_a_version_3_ledger_loses_the_route_index_nothing_reads(tmp_path: Path) -> None:
+    from gateway.ledger.store import MIGRATIONS
+
+    path = tmp_path / "ledger.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        for statement in (*MIGRATIONS[0], *MIGRATIONS[1], *MIGRATIONS[2]):
+            connection.execute(statement)
+        connection.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO schema_version VALUES (3)")
+        before = {r[1] for r in connection.execute("PRAGMA index_list(records)")}
+    assert "records_route_started_at" in before
+    store = SQLiteStore(path)
+    try:
+        assert await store.migrate() == Migration(3, SCHEMA_VERSION)
+    finally:
+        await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        indexes = {r[1] for r in connection.execute("PRAGMA index_list(records)")}
+    assert indexes == INDEXES
 
 
 def test_uids_are_unique_and_sort_in_creation_order() -> None:
