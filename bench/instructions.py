@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import io
 import json
 import logging
 import os
@@ -71,7 +72,8 @@ def child(args: argparse.Namespace) -> None:
     from tests.fakes import FakeEngine
 
     access = logging.getLogger("gateway.access")
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    # What serve's sys.stderr is: a text layer writing through to an unbuffered file.
+    devnull = io.TextIOWrapper(io.FileIO(os.devnull, "w"), write_through=True)
     try:  # the serve set-up of this checkout's access log
         from gateway import access_log
 

@@ -41,8 +41,6 @@ logger = logging.getLogger(__name__)
 _PATHS: dict[str, Endpoint] = {"/v1/chat/completions": "chat", "/v1/completions": "text"}
 # Enough of a refused body to read its model id and stream flag.
 _PEEK_BYTES = 65536
-# Never in the access log, whatever the ledger keeps.
-_CONTENT_FIELDS = ("prompt_text", "completion_text")
 # How long a finished response waits for its local generation to stop.
 _GENERATION_GRACE_S = 30.0
 
@@ -213,12 +211,16 @@ class Recorder:
             except Exception:  # a metrics bug must not lose the access log line
                 logger.exception("metrics could not count request %s", record.request_id)
         if access_log.enabled():
-            line = dict(record.__dict__)
-            for name in _CONTENT_FIELDS:
-                del line[name]
-            line["cost_usd"] = costs.cloud_usd + costs.local_usd
-            line["savings_usd"] = costs.savings_usd
-            access_log.write(line)
+            try:
+                access_log.write(
+                    access_log.line(
+                        record,
+                        cost_usd=costs.cloud_usd + costs.local_usd,
+                        savings_usd=costs.savings_usd,
+                    )
+                )
+            except Exception:  # never into the request (the ledger has the record)
+                logger.exception("could not write the access log line of %s", record.request_id)
 
     async def drain(self, timeout: float = _GENERATION_GRACE_S) -> None:
         """Wait for records still being finished (graceful shutdown)."""
@@ -309,5 +311,9 @@ def _fill_from_body(trace: RequestTrace, body: bytes) -> None:
         data = json.loads(body)
         if isinstance(data, dict):
             model = data.get("model")
-            trace.model = model[:200] if isinstance(model, str) else ""
+            # json accepts lone surrogates (escaped as \ud800), which no UTF-8 store or log
+            # can encode: one such record used to stall the ledger's batch for good.
+            trace.model = (
+                model[:200].encode("utf-8", "replace").decode() if isinstance(model, str) else ""
+            )
             trace.stream = data.get("stream") is True

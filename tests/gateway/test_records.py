@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -150,6 +151,29 @@ def test_refused_requests_are_recorded(run: Run, engine: FakeEngine) -> None:
     assert rows[1]["model"] == "gpt-9"
     assert rows[2]["endpoint"] == "text"
     assert all(r["counterfactual_usd"] == 0 and r["local_usd"] == 0 for r in rows)
+
+
+def test_a_model_id_no_utf8_can_carry_is_recorded_and_does_not_stall_the_ledger(
+    run: Run, engine: FakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # JSON may escape a lone surrogate; Python's json decodes it into a str that
+    # SQLite (and any UTF-8 log) refuses, which used to fail the ledger's batch on
+    # every retry, taking the requests around it down too.
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    engine.enqueue(["fine"], logprobs=[-0.1])
+
+    def go(client: TestClient) -> None:
+        body = b'{"model": "a\\ud800b", "messages": [{"role": "user", "content": "hi"}]}'
+        refused = client.post(
+            "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+        )
+        assert refused.status_code == 400
+        assert client.post("/v1/chat/completions", json=_chat(model="local")).status_code == 200
+
+    rows = run(go)
+    assert [(r["status"], r["model"]) for r in rows] == [(400, "a?b"), (200, "local")]
+    access = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert [json.loads(line)["model"] for line in access] == ["a?b", "local"]
 
 
 def test_degraded_and_failed_cloud_records(run: Run, engine: FakeEngine, cloud: FakeCloud) -> None:
