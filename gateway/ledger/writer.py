@@ -5,7 +5,9 @@ queue, so serving never waits on (or fails because of) the database. A
 background task writes the queue in batches, in order. When the store fails
 (locked, unavailable, disk full) the batch goes back to the front of the queue
 and the task retries with exponential backoff; once the store works again
-everything queued is written in the original order.
+everything queued is written in the original order. A batch refused for its
+data (a value the store cannot encode: no retry would help) is written again
+one row at a time, and only the rows refused are dropped.
 
 Nothing is lost silently: a record that cannot be queued (queue full, costing
 failed, ledger closed), an oldest record pushed out while the store is down,
@@ -29,6 +31,11 @@ from gateway.ledger.store import LedgerStore, StoredRecord
 from gateway.settings import LedgerSettings
 
 logger = logging.getLogger(__name__)
+
+# What a store raises for a row it cannot take (a str no encoding can carry, an integer
+# beyond 64 bits), as opposed to being unavailable (LedgerStoreError, OSError, the
+# driver's own errors): retrying such a batch can never succeed.
+_DATA_ERRORS = (ValueError, TypeError, OverflowError)
 
 
 class _Throttle:
@@ -225,23 +232,13 @@ class Ledger:
                 batch = [self._queue.popleft() for _ in range(size)]
                 try:
                     await self.store.write(batch)
+                except _DATA_ERRORS:
+                    if not await self._write_singly(batch):
+                        return False
+                    limit -= size
+                    continue
                 except Exception as exc:
-                    self._requeue(batch)
-                    self._write_failures += 1
-                    self._failing = True
-                    self._throttle.log(
-                        "write-failed",
-                        logging.WARNING,
-                        "ledger: writing %d record(s) to %r failed (%s: %s); %d queued, "
-                        "retrying (%d failed writes, %d dropped so far)",
-                        len(batch),
-                        self.store,
-                        type(exc).__name__,
-                        exc,
-                        len(self._queue),
-                        self._write_failures,
-                        self._dropped,
-                    )
+                    self._failed(batch, exc)
                     return False
                 self._written += size
                 limit -= size
@@ -253,6 +250,51 @@ class Ledger:
                         len(self._queue),
                     )
             return True
+
+    async def _write_singly(self, batch: list[StoredRecord]) -> bool:
+        """Write a batch the store refused for its data one row at a time, dropping (and
+        counting) the rows it refuses, so one bad record cannot stall the others for good.
+        False when the store itself fails on the way (the rest is queued again)."""
+        for index, row in enumerate(batch):
+            try:
+                await self.store.write([row])
+            except _DATA_ERRORS as exc:
+                self._dropped += 1
+                self._throttle.log(
+                    "refused",
+                    logging.ERROR,
+                    "ledger: dropped record %r: the store refused its data (%s: %s); "
+                    "%d dropped in total",
+                    row.record.request_id,
+                    type(exc).__name__,
+                    exc,
+                    self._dropped,
+                )
+                continue
+            except Exception as exc:
+                self._failed(batch[index:], exc)
+                return False
+            self._written += 1
+        return True
+
+    def _failed(self, batch: list[StoredRecord], exc: Exception) -> None:
+        """The store failed (unavailable, locked, full): keep the batch for the retries."""
+        self._requeue(batch)
+        self._write_failures += 1
+        self._failing = True
+        self._throttle.log(
+            "write-failed",
+            logging.WARNING,
+            "ledger: writing %d record(s) to %r failed (%s: %s); %d queued, "
+            "retrying (%d failed writes, %d dropped so far)",
+            len(batch),
+            self.store,
+            type(exc).__name__,
+            exc,
+            len(self._queue),
+            self._write_failures,
+            self._dropped,
+        )
 
     def _requeue(self, batch: list[StoredRecord]) -> None:
         self._queue.extendleft(reversed(batch))

@@ -312,3 +312,39 @@ async def test_a_batch_retried_after_a_lost_commit_is_stored_once(tmp_path: Path
     finally:
         await reader.aclose()
     assert ids == ["r0", "r1", "r2", "r3"]
+
+
+async def test_a_record_the_store_refuses_is_dropped_and_the_others_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A str no encoding can carry: retrying its batch could never succeed, and used
+    # to hold every record queued with it back for good.
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    ledger = _ledger(store, batch_size=10)
+    for n in range(5):
+        ledger.record(record(request_id=f"req-{n}", model="bad\ud800" if n == 2 else "m"))
+    with caplog.at_level(logging.ERROR, logger="gateway.ledger.writer"):
+        await ledger.flush()
+    written = [r.record.request_id for r in await store.query()]
+    assert written == ["req-0", "req-1", "req-3", "req-4"]
+    assert (ledger.written, ledger.dropped, ledger.queue_depth) == (4, 1, 0)
+    assert any("dropped record 'req-2'" in m for m in _ledger_messages(caplog, logging.ERROR))
+    await ledger.aclose()
+
+
+async def test_a_store_failure_while_writing_one_by_one_keeps_the_rest_queued() -> None:
+    store = FakeStore(
+        failures=[
+            UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed"),  # the batch
+            UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed"),  # row 0
+            OSError(errno.ENOSPC, "No space left on device"),  # row 1: the store, not the row
+        ]
+    )
+    ledger = _ledger(store, batch_size=10)
+    for n in range(4):
+        ledger.record(record(request_id=f"req-{n}"))
+    await ledger.flush()
+    assert (ledger.dropped, ledger.queue_depth, ledger.write_failures) == (1, 3, 1)
+    await ledger.flush()  # the store works again: all three, in order
+    assert [r.record.request_id for r in await store.query()] == ["req-1", "req-2", "req-3"]
+    assert (ledger.written, ledger.queue_depth) == (3, 0)
