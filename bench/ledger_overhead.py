@@ -7,11 +7,12 @@ route: nothing else is slow there, so bookkeeping shows the most):
 * off  GATEWAY_LEDGER__ENABLED=false, GATEWAY_SERVER__METRICS=false,
        GATEWAY_SERVER__ACCESS_LOG=false
 
-Blocks of requests alternate between them (order rotated) at each
-concurrency; the report gives throughput on/off with the per-round range and
-the added p50/p99, then each gateway's CPU time per request (Linux /proc): on
-this shared 2-core box throughput moves +-5% between blocks, more than the
-effect, while CPU per request is steady and says what bookkeeping adds.
+Each round starts a fresh pair of gateways (two processes of the same code
+differ by up to 13% in CPU per request, more than the effect) and blocks of
+requests alternate between them (order rotated) at each concurrency; the
+report gives throughput on/off with the per-round range and the added
+p50/p99, then each gateway's CPU time per request (Linux /proc), pooled over
+the rounds: on this shared 2-core box throughput moves +-5% between blocks.
 Target: bookkeeping costs <= 3% of throughput (LiteLLM's own bar for a
 logging callback is 10%).
 
@@ -25,6 +26,7 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,30 +53,41 @@ OFF = {
     "GATEWAY_SERVER__ACCESS_LOG": "false",
 }
 PLAN = {1: 400, 16: 2000}
+VARIANTS = ("on", "off")
 
 
 async def measure(
-    gateways: dict[str, Server], plan: dict[int, int], rounds: int
+    start: Callable[[str, int], Server], plan: dict[int, int], rounds: int
 ) -> dict[int, dict[str, Series]]:
-    results: dict[int, dict[str, Series]] = {}
-    for index, (concurrency, total) in enumerate(plan.items()):
-        clients = {name: _clients(g.url, concurrency, shared=False) for name, g in gateways.items()}
-        send = sender("/v1/chat/completions", BODY, stream=False, gateway=True)
-        series = {name: Series() for name in gateways}
+    """Each round starts a fresh pair of gateways and runs a block on each at every
+    concurrency. Two gateway processes of the same code differ by up to 13% in CPU
+    per request (seen here: hash seeds, memory layout, where the scheduler puts
+    them), more than bookkeeping costs; new processes every round average that out
+    instead of crediting one variant with its process's luck."""
+    results = {c: {name: Series() for name in VARIANTS} for c in plan}
+    send = sender("/v1/chat/completions", BODY, stream=False, gateway=True)
+    for round_ in range(rounds):
+        gateways = {name: start(name, round_) for name in VARIANTS}
         try:
-            for name in gateways:  # warm-up
-                await run_block(clients[name], send, max(50, 4 * concurrency), {})
-            for round_ in range(rounds):
-                order = list(gateways)
-                if (round_ + index) % 2:
-                    order.reverse()
-                for name in order:
-                    block = await run_block(clients[name], send, total, {name: gateways[name]})
-                    series[name].blocks.append(block)
+            for index, (concurrency, total) in enumerate(plan.items()):
+                clients = {
+                    name: _clients(g.url, concurrency, shared=False) for name, g in gateways.items()
+                }
+                try:
+                    for name in gateways:  # warm-up
+                        await run_block(clients[name], send, max(50, 4 * concurrency), {})
+                    order = list(VARIANTS)
+                    if (round_ + index) % 2:
+                        order.reverse()
+                    for name in order:
+                        block = await run_block(clients[name], send, total, {name: gateways[name]})
+                        results[concurrency][name].blocks.append(block)
+                finally:
+                    for client in {c for cs in clients.values() for c in cs}:
+                        await client.aclose()
         finally:
-            for client in {c for cs in clients.values() for c in cs}:
-                await client.aclose()
-        results[concurrency] = series
+            for gateway in gateways.values():
+                gateway.close()
     return results
 
 
@@ -131,7 +144,8 @@ def main() -> None:
         f"load average {_loadavg()}"
     )
     print(
-        f"plan: {args.rounds} rounds x (on, off) blocks, order rotated; requests per block: "
+        f"plan: {args.rounds} rounds x (on, off) blocks, order rotated, fresh gateways each "
+        "round; requests per block: "
         + ", ".join(f"c={c}: {n}" for c, n in plan.items())
         + "; cloud route to a mock upstream (same harness as bench/cloud_overhead.py)"
     )
@@ -140,20 +154,18 @@ def main() -> None:
         policy = workdir / "cloud-only.yaml"
         policy.write_text(POLICY)
         check_policy(policy)
-        servers: list[Server] = []
+        mock = start_mock(workdir)
+        variants = {"on": {}, "off": OFF}
+
+        def start(name: str, round_: int) -> Server:
+            where = workdir / f"{name}-{round_}"
+            where.mkdir()
+            return start_gateway(mock, policy, variants[name], where)
+
         try:
-            mock = start_mock(workdir)
-            servers.append(mock)
-            (workdir / "on").mkdir()
-            (workdir / "off").mkdir()
-            on = start_gateway(mock, policy, {}, workdir / "on")
-            servers.append(on)
-            off = start_gateway(mock, policy, OFF, workdir / "off")
-            servers.append(off)
-            results = run(measure({"on": on, "off": off}, plan, args.rounds))
+            results = run(measure(start, plan, args.rounds))
         finally:
-            for server in reversed(servers):
-                server.close()
+            mock.close()
     report(results)
 
 
