@@ -228,7 +228,8 @@ class _RequestCollector:
             "Finished requests by route, deciding rule, HTTP status and endpoint.",
             ("route", "reason", "status", "endpoint"),
         )
-        for (route, reason, status, endpoint), value in counts.requests.items():
+        # list(): a snapshot, should a scrape ever run off the event loop (a test's thread).
+        for (route, reason, status, endpoint), value in list(counts.requests.items()):
             labels = (route, reason, str(status), endpoint)
             requests.add_metric(labels, value, created=created)
         yield requests
@@ -296,7 +297,7 @@ class _RequestCollector:
             "by deciding rule.",
             ("reason",),
         )
-        for reason, value in counts.escalations.items():
+        for reason, value in list(counts.escalations.items()):
             escalations.add_metric((reason,), value, created=created)
         yield escalations
         degraded = counter(
@@ -305,7 +306,7 @@ class _RequestCollector:
             "cloud-error, budget-exhausted).",
             ("why",),
         )
-        for why, value in counts.degraded.items():
+        for why, value in list(counts.degraded.items()):
             degraded.add_metric((why,), value, created=created)
         yield degraded
 
