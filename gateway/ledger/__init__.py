@@ -13,6 +13,7 @@ report.py   ``hybrid-gateway report`` output; plot.py its ``--plot``
 from gateway.ledger.cost import Costs, price_costs
 from gateway.ledger.record import LedgerRecord
 from gateway.ledger.store import (
+    LedgerDataError,
     LedgerStore,
     LedgerStoreError,
     Migration,
@@ -27,6 +28,7 @@ from gateway.ledger.writer import Ledger
 __all__ = [
     "Costs",
     "Ledger",
+    "LedgerDataError",
     "LedgerRecord",
     "LedgerStore",
     "LedgerStoreError",

@@ -40,6 +40,7 @@ from gateway.ledger.store import (
     ROUTE,
     TABLE,
     UID_COLUMN,
+    LedgerDataError,
     LedgerStoreError,
     Migration,
     PageKey,
@@ -296,7 +297,9 @@ class PostgresStore:
             detail = str(exc).strip() or type(exc).__name__
             for secret in self._hidden:
                 detail = detail.replace(secret, "***")
-        return LedgerStoreError(f"ledger database {self.location}: {detail}")
+        refused = isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError)
+        kind = LedgerDataError if refused else LedgerStoreError
+        return kind(f"ledger database {self.location}: {detail}")
 
 
 async def _version(connection: Connection) -> int:

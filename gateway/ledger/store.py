@@ -161,6 +161,11 @@ class LedgerStoreError(Exception):
     """The store could not be opened, migrated, written or read (the cause is chained)."""
 
 
+class LedgerDataError(LedgerStoreError, ValueError):
+    """The store refused rows for what they hold (a constraint, a value out of range):
+    writing them again cannot succeed, unlike a store that is down, locked or full."""
+
+
 @dataclass(frozen=True)
 class Migration:
     """What ``migrate()`` found and left: schema versions (0 = no ledger tables yet)."""
@@ -205,7 +210,8 @@ class StoredRecord:
 
 class LedgerStore(Protocol):
     async def write(self, rows: Sequence[StoredRecord]) -> None:
-        """Store all rows or none; raise on failure (the writer keeps them and retries)."""
+        """Store all rows or none; raise on failure (the writer keeps them and retries),
+        LedgerDataError (or ValueError, TypeError) when the rows' content is refused."""
 
     async def query(
         self, *, since: float | None = None, until: float | None = None
@@ -410,6 +416,8 @@ class SQLiteStore:
             raise LedgerStoreError(f"the ledger store {self.path} is closed")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
+            raise LedgerDataError(f"ledger database {self.path}: {exc}") from exc
         except (sqlite3.Error, OSError) as exc:
             raise LedgerStoreError(f"ledger database {self.path}: {exc}") from exc
 

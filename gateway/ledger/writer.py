@@ -33,8 +33,8 @@ from gateway.settings import LedgerSettings
 logger = logging.getLogger(__name__)
 
 # What a store raises for a row it cannot take (a str no encoding can carry, an integer
-# beyond 64 bits), as opposed to being unavailable (LedgerStoreError, OSError, the
-# driver's own errors): retrying such a batch can never succeed.
+# beyond 64 bits, a constraint: LedgerDataError is a ValueError), as opposed to being
+# unavailable (LedgerStoreError, OSError): retrying such a batch can never succeed.
 _DATA_ERRORS = (ValueError, TypeError, OverflowError)
 
 

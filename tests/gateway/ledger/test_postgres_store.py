@@ -495,3 +495,15 @@ async def test_writing_a_batch_again_stores_it_once(postgres_url: str) -> None:
     finally:
         await store.aclose()
     assert ids == ["once-a", "once-a", "once-b"]
+
+
+async def test_a_row_the_database_refuses_is_dropped_alone(postgres_url: str) -> None:
+    # A NOT NULL column left empty (a bug elsewhere): IntegrityError, a refusal no
+    # retry can fix, so only that row is dropped and the others are written.
+    ledger = Ledger(PostgresStore(postgres_url), LedgerSettings(), cloud_model="gpt-4o-mini")
+    for n in range(3):
+        ledger.record(record(request_id=f"pg-{n}", total_seconds=None if n == 1 else 0.5))
+    await ledger.flush()
+    assert (ledger.written, ledger.dropped, ledger.queue_depth) == (2, 1, 0)
+    await ledger.aclose()
+    assert _ids(postgres_url) == ["pg-0", "pg-2"]

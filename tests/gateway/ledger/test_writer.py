@@ -348,3 +348,14 @@ async def test_a_store_failure_while_writing_one_by_one_keeps_the_rest_queued() 
     await ledger.flush()  # the store works again: all three, in order
     assert [r.record.request_id for r in await store.query()] == ["req-1", "req-2", "req-3"]
     assert (ledger.written, ledger.queue_depth) == (3, 0)
+
+
+async def test_a_row_breaking_a_constraint_is_dropped_alone(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    ledger = _ledger(store, batch_size=10)
+    for n in range(3):  # a NOT NULL column left empty (a bug elsewhere): IntegrityError
+        ledger.record(record(request_id=f"req-{n}", total_seconds=None if n == 1 else 0.5))
+    await ledger.flush()
+    assert [r.record.request_id for r in await store.query()] == ["req-0", "req-2"]
+    assert (ledger.written, ledger.dropped, ledger.queue_depth) == (2, 1, 0)
+    await ledger.aclose()
