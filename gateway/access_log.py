@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 from typing import TextIO
@@ -40,7 +41,10 @@ def line(record: LedgerRecord, *, cost_usd: float, savings_usd: float) -> bytes:
     30-odd fields cost as much as the rest of the line); a record that carries
     content (or whose last fields are not the content ones) takes the dict way.
     """
-    data = jsonio.dumps(record)
+    try:
+        data = jsonio.dumps(record)
+    except TypeError:  # orjson refuses lone surrogates; so does UTF-8, below
+        data = b""
     if data.endswith(_CONTENT_TAIL):
         costs = jsonio.dumps({"cost_usd": cost_usd, "savings_usd": savings_usd})
         return b"%s,%s\n" % (data[: -len(_CONTENT_TAIL)], costs[1:])
@@ -49,7 +53,10 @@ def line(record: LedgerRecord, *, cost_usd: float, savings_usd: float) -> bytes:
         del fields[name]
     fields["cost_usd"] = cost_usd
     fields["savings_usd"] = savings_usd
-    return jsonio.dumps(fields) + b"\n"
+    try:
+        return jsonio.dumps(fields) + b"\n"
+    except ValueError:  # a str UTF-8 cannot encode: ASCII JSON escapes it instead
+        return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
 
 
 class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -301,8 +301,14 @@ def _outcome_of(headers: Headers, threshold: float | None) -> Outcome | None:
 def _error_code(body: bytes) -> str | None:
     with contextlib.suppress(ValueError, AttributeError, TypeError):
         error = json.loads(body)["error"]
-        return str(error.get("code") or error.get("type"))
+        return _utf8(str(error.get("code") or error.get("type"))[:200])
     return None
+
+
+def _utf8(text: str) -> str:
+    """``text`` with what UTF-8 cannot carry (lone surrogates, which json accepts as
+    escapes) replaced by '?': no store or log could write the record otherwise."""
+    return text.encode("utf-8", "replace").decode()
 
 
 def _fill_from_body(trace: RequestTrace, body: bytes) -> None:
@@ -311,9 +317,6 @@ def _fill_from_body(trace: RequestTrace, body: bytes) -> None:
         data = json.loads(body)
         if isinstance(data, dict):
             model = data.get("model")
-            # json accepts lone surrogates (escaped as \ud800), which no UTF-8 store or log
-            # can encode: one such record used to stall the ledger's batch for good.
-            trace.model = (
-                model[:200].encode("utf-8", "replace").decode() if isinstance(model, str) else ""
-            )
+            # A lone surrogate here used to stall the ledger's batch for good.
+            trace.model = _utf8(model[:200]) if isinstance(model, str) else ""
             trace.stream = data.get("stream") is True

@@ -146,3 +146,9 @@ def test_serve_setup_on_stderr_writes_to_its_descriptor_in_order(tmp_path: Path)
     finally:
         stream.close()
     assert path.read_text().splitlines() == ["before", json.dumps(FIELDS), "after"]
+
+
+def test_a_field_utf8_cannot_carry_still_gives_a_json_line() -> None:
+    rec = _record(request_id="req-\ud800")  # a lone surrogate, as json can decode one
+    data = access_log.line(rec, cost_usd=0.0, savings_usd=0.0)
+    assert json.loads(data) == _by_hand(rec, 0.0, 0.0)

@@ -283,3 +283,13 @@ def test_content_is_stored_masked_only_when_asked(
     access = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
     assert len(access) == 4
     assert not any("jane" in line or "prompt_text" in line for line in access)
+
+
+def test_an_error_code_is_kept_as_valid_utf8() -> None:
+    from gateway.trace import _error_code
+
+    assert _error_code(b'{"error": {"code": "bad\\ud800", "type": "x"}}') == "bad?"
+    assert _error_code(b'{"error": {"code": null, "type": "invalid_request_error"}}') == (
+        "invalid_request_error"
+    )
+    assert _error_code(b"not json") is None
