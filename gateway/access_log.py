@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 from typing import TextIO
@@ -43,7 +42,7 @@ def line(record: LedgerRecord, *, cost_usd: float, savings_usd: float) -> bytes:
     """
     try:
         data = jsonio.dumps(record)
-    except TypeError:  # orjson refuses lone surrogates; so does UTF-8, below
+    except TypeError:  # orjson refused it (a lone surrogate) and json cannot write a dataclass
         data = b""
     if data.endswith(_CONTENT_TAIL):
         costs = jsonio.dumps({"cost_usd": cost_usd, "savings_usd": savings_usd})
@@ -53,10 +52,7 @@ def line(record: LedgerRecord, *, cost_usd: float, savings_usd: float) -> bytes:
         del fields[name]
     fields["cost_usd"] = cost_usd
     fields["savings_usd"] = savings_usd
-    try:
-        return jsonio.dumps(fields) + b"\n"
-    except ValueError:  # a str UTF-8 cannot encode: ASCII JSON escapes it instead
-        return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
+    return jsonio.dumps(fields) + b"\n"
 
 
 class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]

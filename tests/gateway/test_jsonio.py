@@ -41,3 +41,10 @@ def test_json_body_renders_with_orjson() -> None:
     body = jsonio.JSONBody({"a": "é", "b": 2**70}, status_code=201)
     assert body.body == '{"a":"é","b":1180591620717411303424}'.encode()
     assert body.status_code == 201 and body.media_type == "application/json"
+
+
+def test_a_lone_surrogate_is_written_as_an_escape() -> None:
+    value = {"model": json.loads('"a\\ud800b"'), "ok": "é"}  # as json decodes the escape
+    data = jsonio.dumps(value)
+    assert data == b'{"model":"a\\ud800b","ok":"\\u00e9"}'
+    assert json.loads(data) == value
