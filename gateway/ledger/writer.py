@@ -232,15 +232,13 @@ class Ledger:
                 batch = [self._queue.popleft() for _ in range(size)]
                 try:
                     await self.store.write(batch)
+                    self._written += size
                 except _DATA_ERRORS:
                     if not await self._write_singly(batch):
                         return False
-                    limit -= size
-                    continue
                 except Exception as exc:
                     self._failed(batch, exc)
                     return False
-                self._written += size
                 limit -= size
                 if self._failing:
                     self._failing = False

@@ -359,3 +359,20 @@ async def test_a_row_breaking_a_constraint_is_dropped_alone(tmp_path: Path) -> N
     assert [r.record.request_id for r in await store.query()] == ["req-0", "req-2"]
     assert (ledger.written, ledger.dropped, ledger.queue_depth) == (2, 1, 0)
     await ledger.aclose()
+
+
+async def test_writing_one_by_one_after_a_store_failure_says_it_works_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refused = UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed")
+    store = FakeStore(failures=[OSError(errno.EIO, "I/O error"), refused, refused])
+    ledger = _ledger(store, batch_size=10)
+    for n in range(3):
+        ledger.record(record(request_id=f"req-{n}"))
+    await ledger.flush()  # the store fails: all three queued again
+    assert (ledger.queue_depth, ledger.write_failures) == (3, 1)
+    with caplog.at_level(logging.INFO, logger="gateway.ledger.writer"):
+        await ledger.flush()  # refused as a batch, then req-0 alone
+    assert [r.record.request_id for r in await store.query()] == ["req-1", "req-2"]
+    assert (ledger.written, ledger.dropped, ledger.queue_depth) == (2, 1, 0)
+    assert any("works again" in m for m in _ledger_messages(caplog, logging.INFO))
