@@ -34,7 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cloud_overhead import _clean_env  # noqa: E402  (a sibling script, not a package)
+
 VARIANTS = ("shipped", "random uids", "no adapters", "route index", "before")
 BATCH = 200
 
@@ -119,10 +122,7 @@ def main() -> None:
         print(json.dumps(child(args.child, args.prefill, args.batches)))
         return
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    env = _clean_env()  # the default settings, whatever GATEWAY_* this shell has
     results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     for round_ in range(args.rounds):
         order = VARIANTS[round_ % len(VARIANTS) :] + VARIANTS[: round_ % len(VARIANTS)]
