@@ -25,12 +25,19 @@ CUT_MESSAGE = "timeout graceful shutdown exceeded"  # uvicorn's, when the grace 
 
 
 def _probe(url: str) -> str:
-    """What a new client gets now: 'refused', or the status of GET /healthz."""
+    """What a new client gets now: 'refused', 'reset', or the status of GET /healthz.
+
+    'reset': the kernel had completed the handshake into the listening socket's
+    backlog just as the server closed it, so the connection was reset before any
+    answer (seen once in CI). To the client that is a refusal, a moment early.
+    """
     try:
         # A new connection each time: keep-alive ones are closed by the shutdown anyway.
         return str(httpx.get(f"{url}/healthz", timeout=30).status_code)
     except httpx.ConnectError:
         return "refused"
+    except httpx.ReadError:
+        return "reset"
 
 
 def _streams(gateway: GatewayProcess, count: int, max_tokens: int) -> list[BackgroundStream]:
@@ -73,7 +80,7 @@ def test_sigterm_lets_streams_in_flight_finish(tmp_path: Path, results: Results)
         rows = gateway.ledger_rows()
 
     # New connections were refused while the old streams were still running ...
-    assert set(probes) <= {"200", "refused"}, probes
+    assert set(probes) <= {"200", "reset", "refused"}, probes
     assert unfinished_at_refusal >= 1
     # ... and every stream in flight ran to its end.
     for stream in streams:
