@@ -11,7 +11,9 @@ SQLite's WAL writes and checkpoints included). Variants alternate over rounds:
                every row dirties its own page of the unique index
 * no adapters  None and bool parameters take sqlite3's adapter-miss path
 * route index  with the (route, started_at) index that schema version 4 dropped
-* before       all three (the store before this benchmark existed)
+* executemany  each row inserted and stepped on its own (sqlite3's executemany), not
+               in multi-row INSERTs of up to 50 rows
+* before       all four (the store before this benchmark existed)
 
 This isolates the writer's share of the bookkeeping cost that
 ``ledger_overhead.py`` measures through the whole gateway.
@@ -38,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cloud_overhead import _clean_env  # noqa: E402  (a sibling script, not a package)
 
-VARIANTS = ("shipped", "random uids", "no adapters", "route index", "before")
+VARIANTS = ("shipped", "random uids", "no adapters", "route index", "executemany", "before")
 BATCH = 200
 
 
@@ -53,6 +55,9 @@ def child(variant: str, prefill: int, batches: int) -> dict[str, float]:
         store_module.register_fast_adapters = lambda: None  # type: ignore[assignment]
     random_uids = variant in ("random uids", "before")
     route_index = variant in ("route index", "before")
+    if variant in ("executemany", "before"):
+        # a chunk longer than any batch: every row goes through executemany
+        SQLiteStore._chunking = lambda self, connection: (1 << 30, "")  # type: ignore[method-assign]
     settings = Settings()
 
     def stored(index: int) -> StoredRecord:

@@ -83,8 +83,8 @@ BENCHES = (
     Bench(
         "ledger-store",
         "ledger_store.py",
-        "CPU per ledger row written to SQLite: as shipped vs random row keys and "
-        "sqlite3's adapter-miss path (the earlier writes)",
+        "CPU per ledger row written to SQLite: as shipped vs random row keys, "
+        "sqlite3's adapter-miss path and row-by-row executemany (the earlier writes)",
         "report",
         (),
         ("--rounds", "1", "--prefill", "2000", "--batches", "20"),

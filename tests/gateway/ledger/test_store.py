@@ -21,7 +21,7 @@ from gateway.ledger.store import (
     new_uid,
     register_fast_adapters,
 )
-from tests.gateway.ledger.rows import row
+from tests.gateway.ledger.rows import costs, row
 
 EVERY_FIELD_SET = StoredRecord(
     LedgerRecord(
@@ -249,3 +249,32 @@ def test_fast_adapters_bind_what_sqlite3_binds() -> None:
     finally:
         connection.close()
     assert found == (None, 1, 0, "null", "integer", 7)
+
+
+async def test_inserts_fit_a_low_limit_on_sql_parameters(tmp_path: Path) -> None:
+    """SQLite before 3.32 allows 999 parameters per statement: fewer rows per INSERT."""
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    try:
+        await store.migrate()
+        # on the store's own connection, on its thread
+        limit = sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER
+        await store._run(lambda: store._connect().setlimit(limit, 999))
+        batch = [row(request_id=f"r{i}", started_at=1000.0 + i) for i in range(60)]
+        await store.write(batch)
+        assert await store.query() == batch
+    finally:
+        await store.aclose()
+
+
+async def test_a_bad_row_in_a_later_chunk_refuses_the_whole_batch(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "ledger.sqlite3")
+    try:
+        batch = [row(request_id=f"r{i}", started_at=1000.0 + i) for i in range(123)]
+        bad = row(costs=costs(cloud_usd=None))  # NOT NULL
+        with pytest.raises(LedgerStoreError, match="NOT NULL"):
+            await store.write([*batch[:75], bad, *batch[75:]])
+        assert await store.query() == []
+        await store.write(batch)
+        assert len(await store.query()) == 123
+    finally:
+        await store.aclose()

@@ -42,3 +42,15 @@ async def test_closed_store_refuses_work(store: LedgerStore) -> None:
     await store.aclose()  # twice is fine (the fixture closes it a third time)
     with pytest.raises(LedgerStoreError, match="closed"):
         await store.write([NONES])
+
+
+async def test_a_large_batch_is_stored_whole_and_a_repeat_adds_nothing(store: LedgerStore) -> None:
+    # More rows than one multi-row INSERT takes (SQLite: 50), and a remainder.
+    batch = [row(request_id=f"r{i}", started_at=1000.0 + i, prompt_tokens=i) for i in range(123)]
+    await store.write(batch)
+    # The same rows again, as after a commit whose acknowledgement was lost: no copies.
+    await store.write(batch[40:] + [row(request_id="new", started_at=2000.0)])
+    stored = await store.query()
+    assert stored == [*batch, stored[-1]]
+    assert stored[-1].record.request_id == "new"
+    assert [r.record.prompt_tokens for r in stored[:123]] == list(range(123))
