@@ -170,6 +170,13 @@ class Recorder:
         self.finished = 0
 
     def finish(self, trace: RequestTrace) -> None:
+        if (
+            self.ledger is None
+            and self.metrics is None
+            and self.limiter is None
+            and not access_log.enabled()
+        ):
+            return  # nothing reads the record: do not build it (about 7 us a request)
         if all(g.ended for g in trace.generations):
             # The usual case (cloud answers, finished local ones): no task needed.
             self._write(trace, [d for g in trace.generations if (d := g.final_done) is not None])

@@ -293,3 +293,30 @@ def test_an_error_code_is_kept_as_valid_utf8() -> None:
         "invalid_request_error"
     )
     assert _error_code(b"not json") is None
+
+
+@pytest.mark.parametrize("sink", ["none", "metrics", "access log"])
+def test_a_record_is_built_only_when_something_reads_it(
+    engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, sink: str
+) -> None:
+    from gateway import access_log
+    from gateway.trace import RequestTrace
+
+    built: list[str] = []
+    to_record = RequestTrace.to_record
+
+    def counting(self: RequestTrace, done: Any) -> Any:
+        built.append(self.request_id)
+        return to_record(self, done)
+
+    monkeypatch.setattr(RequestTrace, "to_record", counting)
+    # No ledger and no key limits here; the access log as serve sets it up.
+    monkeypatch.setattr(access_log.logger, "disabled", sink != "access log")
+    monkeypatch.setattr(access_log.logger, "level", logging.INFO)
+    settings = Settings(ledger={"enabled": False}, server={"metrics": sink == "metrics"})
+    app = create_app(settings, engine_factory=lambda _: engine)
+    with TestClient(app) as client:
+        body = {"model": "local", "messages": [{"role": "user", "content": "hi"}]}
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    assert len(built) == (0 if sink == "none" else 1)
