@@ -17,6 +17,7 @@ from the record itself and written with one ``os.write``, 20K.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -47,7 +48,7 @@ def line(record: LedgerRecord, *, cost_usd: float, savings_usd: float) -> bytes:
     if data.endswith(_CONTENT_TAIL):
         costs = jsonio.dumps({"cost_usd": cost_usd, "savings_usd": savings_usd})
         return b"%s,%s\n" % (data[: -len(_CONTENT_TAIL)], costs[1:])
-    fields = dict(record.__dict__)
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
     for name in _CONTENT_FIELDS:
         del fields[name]
     fields["cost_usd"] = cost_usd

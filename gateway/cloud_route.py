@@ -20,6 +20,7 @@ from gateway.openai_format import Kind, ResponseMeta
 from gateway.outcome import Outcome
 from gateway.streaming import SSEResponse
 from gateway.trace import RequestTrace
+from local_model.values import value
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Cloud(Protocol):
     async def aclose(self) -> None: ...
 
 
-@dataclass(frozen=True)
+@value
 class CloudJob:
     kind: Kind
     #: the client's request as sent (validated), minus local-only extensions

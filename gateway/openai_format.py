@@ -9,16 +9,16 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.sse import event as sse_event
 from local_model import GenerationResult, GenerationStats, TokenLogprob
+from local_model.values import value
 
 Kind = Literal["chat", "text"]
 
 
-@dataclass(frozen=True)
+@value
 class ResponseMeta:
     """What every body of one response shares."""
 

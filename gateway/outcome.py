@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
+
+from local_model.values import value
 
 VisibleRoute = Literal["local", "cloud", "local->cloud"]
 
 
-@dataclass(frozen=True)
+@value
 class Outcome:
     route: VisibleRoute
     #: the rule that decided (router reason), e.g. "default" or "privacy-floor"

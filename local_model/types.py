@@ -5,16 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from local_model.values import value
+
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
-@dataclass(frozen=True)
+@value
 class ChatMessage:
     role: str
     content: str
 
 
-@dataclass(frozen=True)
+@value
 class SamplingParams:
     """Sampler settings; ``temperature == 0`` means greedy decoding."""
 
@@ -28,7 +30,7 @@ class SamplingParams:
     seed: int | None = None
 
 
-@dataclass(frozen=True)
+@value
 class GenerationRequest:
     prompt_tokens: tuple[int, ...]
     max_tokens: int
@@ -41,14 +43,14 @@ class GenerationRequest:
     entropies: bool = False
 
 
-@dataclass(frozen=True)
+@value
 class TopLogprob:
     token_id: int
     text: str
     logprob: float
 
 
-@dataclass(frozen=True)
+@value
 class TokenLogprob:
     """One generated token and the log-probability the model gave it.
 
@@ -67,7 +69,7 @@ class TokenLogprob:
     entropy: float | None = None
 
 
-@dataclass(frozen=True)
+@value
 class TokenEvent:
     """A generated token, plus the text released to the client with it.
 
@@ -80,7 +82,7 @@ class TokenEvent:
     token: TokenLogprob
 
 
-@dataclass(frozen=True)
+@value
 class GenerationStats:
     prompt_tokens: int
     completion_tokens: int
@@ -99,7 +101,7 @@ class GenerationStats:
         return decoded / self.decode_seconds
 
 
-@dataclass(frozen=True)
+@value
 class GenerationDone:
     """Last event of every generation."""
 
@@ -109,7 +111,7 @@ class GenerationDone:
     stats: GenerationStats
 
 
-@dataclass(frozen=True)
+@value
 class GenerationResult:
     text: str
     tokens: tuple[TokenLogprob, ...]
@@ -125,7 +127,7 @@ class ModelInfo:
     n_vocab: int
 
 
-@dataclass(frozen=True)
+@value
 class EngineStatus:
     loaded: bool
     running: int

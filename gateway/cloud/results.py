@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from local_model.values import value
 
-@dataclass(frozen=True)
+
+@value
 class CloudUsage:
     prompt_tokens: int
     completion_tokens: int
 
 
-@dataclass(frozen=True)
+@value
 class CloudResult:
     """A non-streamed answer."""
 

@@ -12,16 +12,15 @@ tokenizer would count somewhat differently, so it is an estimate too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from gateway.ledger.record import LedgerRecord
 from gateway.settings import CloudPrice, LedgerSettings
+from local_model.values import value
 
 _PER_MTOK = 1_000_000
 _SECONDS_PER_HOUR = 3600.0
 
 
-@dataclass(frozen=True)
+@value
 class Costs:
     #: the record's real cloud usage at the cloud model's price
     cloud_usd: float

@@ -7,14 +7,15 @@ silently: the costs stored are the ones computed at the time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+from local_model.values import value
 
 Endpoint = Literal["chat", "text"]
 RecordRoute = Literal["local", "cloud", "local->cloud"]
 
 
-@dataclass(frozen=True)
+@value
 class LedgerRecord:
     request_id: str
     #: Unix time (seconds) when the request arrived

@@ -44,6 +44,7 @@ from gateway.ledger.summary import (
     percentiles_of,
     summary_of,
 )
+from local_model.values import value
 
 T = TypeVar("T")
 
@@ -207,7 +208,7 @@ def new_uid() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-@dataclass(frozen=True)
+@value
 class StoredRecord:
     record: LedgerRecord
     costs: Costs
