@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import math
 import operator
@@ -126,6 +127,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _ROW_WIDTH = len(COLUMN_NAMES) + 1  # the columns and the uid
 
 
+@functools.cache
 def _insert(rows: int) -> str:
     """An INSERT of ``rows`` rows (a row already stored, by uid, is skipped)."""
     one = f"({', '.join('?' * _ROW_WIDTH)})"
@@ -381,8 +383,6 @@ class SQLiteStore:
         #: (device, inode) of the file the connection opened; None when it has none
         self._file: tuple[int, int] | None = None
         self._migration = Migration(SCHEMA_VERSION, SCHEMA_VERSION)
-        #: rows per multi-row INSERT and the statement, for the open connection
-        self._chunk: tuple[int, str] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
         self._closed = False
 
@@ -497,26 +497,23 @@ class SQLiteStore:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-            self._chunk = None
 
-    def _chunking(self, connection: sqlite3.Connection) -> tuple[int, str]:
-        """Rows per multi-row INSERT on this connection, and that INSERT."""
-        if self._chunk is None:
-            limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-            rows = max(1, min(_CHUNK_ROWS, limit // _ROW_WIDTH))
-            self._chunk = rows, _insert(rows)
-        return self._chunk
+    @staticmethod
+    def _rows_per_insert(connection: sqlite3.Connection) -> int:
+        """Rows per multi-row INSERT that fit this connection's parameter limit."""
+        limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        return max(1, min(_CHUNK_ROWS, limit // _ROW_WIDTH))
 
     def _write(self, params: list[tuple[Any, ...]]) -> None:
         try:
             connection = self._connect()
-            chunk, chunk_insert = self._chunking(connection)
+            chunk = self._rows_per_insert(connection)
             whole = len(params) - len(params) % chunk
             connection.execute("BEGIN IMMEDIATE")
             try:
                 for start in range(0, whole, chunk):
                     values = list(itertools.chain.from_iterable(params[start : start + chunk]))
-                    connection.execute(chunk_insert, values)
+                    connection.execute(_insert(chunk), values)
                 if whole < len(params):
                     connection.executemany(_INSERT, params[whole:])
                 connection.execute("COMMIT")
